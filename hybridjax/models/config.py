@@ -1,0 +1,90 @@
+"""Typed model configuration with named presets.
+
+Time constants are stored per 10 ms (the official bin length) and converted to the configured SNN step
+(:attr:`ModelConfig.step_ms`) by :mod:`hybridjax.snn.lif`, so the 10 ms and the 1 ms models share one
+physical meaning (the same leak over any 10 ms) and ``step_ms=10`` reproduces the official numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from hybridjax.snn.lif import LIFParams, per_step_retention, tau_in_steps
+from hybridjax.snn.surrogate import DEFAULT_ALPHA, SURROGATE_GRADS
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and neuron settings of the ANN, the spiking U-Net and the hybrid."""
+
+    num_joints: int = 13  # output heatmaps (DHP19: 13 joints)
+    ann_in_channels: int = 20  # ANN input: 2 polarities x 10 constant-count bins
+    snn_in_channels: int = 2  # SNN input per step: ON / OFF event counts
+    # ANN widths: conv1/conv2, down1, down2, down3, down4, down5 (the up path mirrors them)
+    ann_widths: tuple[int, int, int, int, int, int] = (32, 64, 128, 256, 512, 512)
+    # SNN widths: static_conv, down1, down2, down3 (residual = down3; up1/up2/up3 = down2/down1/static)
+    snn_widths: tuple[int, int, int, int] = (32, 64, 128, 256)
+    step_ms: float = 1.0  # SNN step length in ms (10 = the official bins; 1 = hybridjax's default)
+    hybrid_tau_at_10ms: float = 3.0  # hybrid LIF tau in 10 ms steps (official 3.0)
+    snn_tau_at_10ms: float = 2.0  # pure SNN LIF and output-integrator tau in 10 ms steps (official 2.0)
+    output_decay_at_10ms: float = 0.8  # hybrid output integration decay per 10 ms (official 0.8)
+    v_threshold: float = 1.0  # LIF firing threshold
+    reset: str = "soft"  # "soft" (official) or "hard"
+    v_reset: float = 0.0  # membrane after a spike with the hard reset
+    detach_reset: bool = False  # official False
+    surrogate: str = "atan"  # surrogate gradient (official SpikingJelly ATan)
+    surrogate_alpha: float | None = None  # None = the surrogate's default (ATan: 2)
+    snn_mode: str = "layer"  # "layer": convs for all steps at once, LIF scanned; "step": whole net scanned
+    remat: bool = False  # rematerialise each scanned step (bounded memory for long 1 ms windows)
+    remat_policy: str | None = None  # jax.checkpoint policy name (hybridjax.snn.scan.REMAT_POLICIES)
+
+    def __post_init__(self):
+        if len(self.ann_widths) != 6:
+            raise ValueError(f"ModelConfig.ann_widths needs 6 entries, got {self.ann_widths}")
+        if len(self.snn_widths) != 4:
+            raise ValueError(f"ModelConfig.snn_widths needs 4 entries, got {self.snn_widths}")
+        if self.snn_mode not in ("layer", "step"):
+            raise ValueError(f"ModelConfig.snn_mode must be 'layer' or 'step', got {self.snn_mode!r}")
+        if self.surrogate not in SURROGATE_GRADS:
+            raise ValueError(f"ModelConfig.surrogate {self.surrogate!r} is not one of {sorted(SURROGATE_GRADS)}")
+        if self.step_ms <= 0:
+            raise ValueError(f"ModelConfig.step_ms must be positive, got {self.step_ms}")
+        if not 0.0 <= self.output_decay_at_10ms <= 1.0:
+            raise ValueError(f"ModelConfig.output_decay_at_10ms must be in [0, 1], got {self.output_decay_at_10ms}")
+
+    # ---- derived, per configured step -------------------------------------------------------------
+    def lif(self, *, pure_snn: bool = False) -> LIFParams:
+        """The LIF settings at the configured step length (hybrid or pure-SNN tau)."""
+        tau10 = self.snn_tau_at_10ms if pure_snn else self.hybrid_tau_at_10ms
+        alpha = DEFAULT_ALPHA[self.surrogate] if self.surrogate_alpha is None else float(self.surrogate_alpha)
+        return LIFParams(tau=tau_in_steps(tau10, self.step_ms), v_threshold=self.v_threshold, reset=self.reset,
+                         v_reset=self.v_reset, detach_reset=self.detach_reset, surrogate=self.surrogate,
+                         alpha=alpha)
+
+    @property
+    def output_decay(self) -> float:
+        """Hybrid output decay per configured step (0.8 at 10 ms, 0.8 ** 0.1 at 1 ms)."""
+        return per_step_retention(self.output_decay_at_10ms, self.step_ms)
+
+    @property
+    def snn_output_tau(self) -> float:
+        """Pure-SNN output integrator tau in configured steps."""
+        return tau_in_steps(self.snn_tau_at_10ms, self.step_ms)
+
+    @staticmethod
+    def preset(name: str) -> ModelConfig:
+        """A named preset: ``paper``, ``paper_1ms``, ``tiny`` or ``tiny_10ms`` (see :data:`PRESETS`)."""
+        try:
+            return PRESETS[name]
+        except KeyError:
+            raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # The official architecture and neuron settings with the official 10 ms bins.
+    "paper": ModelConfig(step_ms=10.0),
+    # The official architecture scanned over 1 ms steps (same physical time constants).
+    "paper_1ms": ModelConfig(step_ms=1.0),
+    # A narrow model for CPU tests and quick runs (same depth and resolution logic).
+    "tiny": ModelConfig(ann_widths=(8, 12, 16, 24, 32, 32), snn_widths=(8, 12, 16, 24), step_ms=1.0),
+    "tiny_10ms": ModelConfig(ann_widths=(8, 12, 16, 24, 32, 32), snn_widths=(8, 12, 16, 24), step_ms=10.0),
+}

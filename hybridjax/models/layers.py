@@ -1,0 +1,134 @@
+"""Pure NHWC layer functions shared by the ANN, the spiking U-Net and the state initialisers.
+
+Parameters are plain pytrees: a conv is ``{"kernel": [kh, kw, Cin, Cout], "bias": [Cout]?}``, a BatchNorm
+``{"scale": [C], "bias": [C]}`` with running statistics ``{"mean": [C], "var": [C]}`` kept separately
+(``batch_stats``). Semantics follow PyTorch where the official code relies on them: symmetric zero
+padding, bilinear x2 upsampling with ``align_corners=False``, BatchNorm with eps 1e-5 and momentum 0.1
+(running variance updated with the unbiased batch variance).
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1
+LEAKY_SLOPE = 0.1
+
+
+def conv2d(x: jax.Array, params: dict, *, stride: int = 1, padding: int | None = None) -> jax.Array:
+    """2-D convolution ``[..., H, W, Cin] -> [..., H', W', Cout]`` with zero padding (default ``k // 2``).
+
+    Leading axes beyond one batch axis (e.g. time-major ``[T, B, ...]``) are folded into the batch.
+    """
+    kernel = params["kernel"]
+    kh, kw = kernel.shape[:2]
+    pad_h = kh // 2 if padding is None else padding
+    pad_w = kw // 2 if padding is None else padding
+    lead = x.shape[:-3]
+    x4 = x.reshape((math.prod(lead),) + x.shape[-3:])
+    y = jax.lax.conv_general_dilated(
+        x4, kernel.astype(x.dtype), window_strides=(stride, stride),
+        padding=((pad_h, pad_h), (pad_w, pad_w)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+    if "bias" in params:
+        y = y + params["bias"].astype(x.dtype)
+    return y.reshape(lead + y.shape[1:])
+
+
+def leaky_relu(x: jax.Array) -> jax.Array:
+    """LeakyReLU with slope 0.1 (the official ANN's activation)."""
+    return jnp.where(x >= 0, x, LEAKY_SLOPE * x)
+
+
+def avg_pool2(x: jax.Array) -> jax.Array:
+    """2 x 2 average pooling, stride 2 (H and W must be even)."""
+    *lead, h, w, c = x.shape
+    return x.reshape(*lead, h // 2, 2, w // 2, 2, c).mean(axis=(-4, -2))
+
+
+def _upsample_axis2(x: jax.Array, axis: int) -> jax.Array:
+    # align_corners=False x2: output 2i samples source i - 1/4, output 2i+1 samples i + 1/4, clamped at
+    # the borders, i.e. out[2i] = 0.25 x[i-1] + 0.75 x[i], out[2i+1] = 0.75 x[i] + 0.25 x[i+1].
+    n = x.shape[axis]
+    prev = jnp.concatenate([jax.lax.slice_in_dim(x, 0, 1, axis=axis),
+                            jax.lax.slice_in_dim(x, 0, n - 1, axis=axis)], axis=axis)
+    nxt = jnp.concatenate([jax.lax.slice_in_dim(x, 1, n, axis=axis),
+                           jax.lax.slice_in_dim(x, n - 1, n, axis=axis)], axis=axis)
+    even = 0.25 * prev + 0.75 * x
+    odd = 0.75 * x + 0.25 * nxt
+    stacked = jnp.stack([even, odd], axis=axis + 1)
+    shape = list(x.shape)
+    shape[axis] = 2 * n
+    return stacked.reshape(shape)
+
+
+def upsample_bilinear2x(x: jax.Array) -> jax.Array:
+    """Bilinear x2 upsampling of ``[..., H, W, C]`` with PyTorch's ``align_corners=False`` semantics."""
+    return _upsample_axis2(_upsample_axis2(x, x.ndim - 3), x.ndim - 2)
+
+
+def batch_norm(x: jax.Array, params: dict, stats: dict, *, train: bool, reduce_axes: tuple[int, ...],
+               ) -> tuple[jax.Array, dict]:
+    """BatchNorm over the channel (last) axis.
+
+    train=False: normalise with the running statistics; returns them unchanged.
+    train=True: normalise with the biased batch statistics over ``reduce_axes``; the returned statistics
+    are the batch mean and the *unbiased* batch variance (PyTorch's running-variance convention), with
+    whatever axes were not reduced (e.g. time) kept, so the caller can fold them into the running averages
+    with :func:`update_running_stats`.
+    """
+    if train:
+        mean = jnp.mean(x, axis=reduce_axes, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=reduce_axes, keepdims=True)
+        count = math.prod(x.shape[a] for a in reduce_axes)
+        unbiased = var * (count / max(count - 1, 1))
+        batch = {"mean": jnp.squeeze(mean, reduce_axes), "var": jnp.squeeze(unbiased, reduce_axes)}
+    else:
+        mean, var = stats["mean"].astype(x.dtype), stats["var"].astype(x.dtype)
+        batch = stats
+    y = (x - mean) * jax.lax.rsqrt(var + BN_EPS) * params["scale"].astype(x.dtype) + params["bias"].astype(x.dtype)
+    return y, batch
+
+
+def update_running_stats(running: dict, batch: dict, *, sequential_axis: bool) -> dict:
+    """Folds batch statistics into running ones: ``r <- (1 - m) r + m b`` with momentum ``m = 0.1``.
+
+    ``sequential_axis``: the batch statistics carry a leading step axis (a BatchNorm run once per SNN step);
+    the updates are applied in step order, in closed form:
+    ``r_T = (1 - m)^T r_0 + sum_t m (1 - m)^(T - 1 - t) b_t``.
+    """
+    m = BN_MOMENTUM
+
+    def fold(r, b):
+        b = b.astype(r.dtype)
+        if not sequential_axis:
+            return (1.0 - m) * r + m * b
+        steps = b.shape[0]
+        weights = m * (1.0 - m) ** jnp.arange(steps - 1, -1, -1, dtype=r.dtype)
+        return (1.0 - m) ** steps * r + jnp.tensordot(weights, b, axes=1)
+
+    return jax.tree_util.tree_map(fold, running, batch)
+
+
+def xavier_normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    """Xavier (Glorot) normal for an HWIO kernel: std = sqrt(2 / (fan_in + fan_out)), as the official init."""
+    kh, kw, cin, cout = shape
+    std = math.sqrt(2.0 / (cin * kh * kw + cout * kh * kw))
+    return std * jax.random.normal(key, shape, dtype)
+
+
+def init_conv(key: jax.Array, kernel_size: int, cin: int, cout: int, *, bias: bool, dtype=jnp.float32) -> dict:
+    """A conv parameter dict with a Xavier-normal kernel and a zero bias."""
+    p = {"kernel": xavier_normal(key, (kernel_size, kernel_size, cin, cout), dtype)}
+    if bias:
+        p["bias"] = jnp.zeros((cout,), dtype)
+    return p
+
+
+def init_bn(channels: int, dtype=jnp.float32) -> tuple[dict, dict]:
+    """BatchNorm ``(params, running_stats)``: scale 1, bias 0, mean 0, var 1."""
+    return ({"scale": jnp.ones((channels,), dtype), "bias": jnp.zeros((channels,), dtype)},
+            {"mean": jnp.zeros((channels,), dtype), "var": jnp.ones((channels,), dtype)})

@@ -1,0 +1,227 @@
+"""The spiking U-Net (pure functions), in two equivalent execution modes.
+
+Blocks are ``conv (no bias) -> BatchNorm -> LIF``:
+``static 5x5 -> down1/2/3 5x5 stride 2 -> residual (conv3x3-BN-LIF "res1", conv3x3-BN + input -> LIF "res2")
+-> up1/2/3 (concat skip, bilinear x2, conv5x5-BN-LIF) -> head conv1x1 on concat[up3, static]``.
+The hybrid's head output is a current integrated into the heatmaps (``out_k = decay * out_{k-1} + head_k``,
+``out_0`` = the ANN heatmap); the pure SNN's head is ``conv1x1 -> BN -> leaky integrator`` (a LIF that
+never fires) whose membrane is the output.
+
+The network is written once (:func:`_network`), parameterised by how a LIF layer is applied:
+
+* ``step`` mode scans the whole network over time: every layer sees ``[B, H, W, C]`` at one step and
+  :func:`hybridjax.snn.lif_step` updates its membrane in the scan carry. This is the streaming form.
+* ``layer`` mode runs each conv and BatchNorm for all steps at once (time folded into the batch; BatchNorm
+  statistics still per step) and scans only the elementwise LIF update of that layer over time. The SNN is
+  recurrent only within each neuron, so both modes compute the same function; ``layer`` mode gives XLA
+  big convolutions and is the faster one for training.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from hybridjax.models.config import ModelConfig
+from hybridjax.models.layers import batch_norm, conv2d, init_bn, init_conv, update_running_stats, upsample_bilinear2x
+from hybridjax.snn.lif import LIFParams, leaky_integrator_step, lif_step
+from hybridjax.snn.scan import scan_steps
+
+# LIF layers in forward order (the order of spike counts and firing rates everywhere in hybridjax).
+LIF_LAYERS = ("static", "down1", "down2", "down3", "res1", "res2", "up1", "up2", "up3")
+# Official SpikingJelly module names of the same layers (hybrid model).
+OFFICIAL_LIF_NAMES = (
+    "static_conv_snn.activation", "down1_snn.conv.activation", "down2_snn.conv.activation",
+    "down3_snn.conv.activation", "residualBlock_snn.activation1", "residualBlock_snn.activation2",
+    "up1_snn.activation", "up2_snn.activation", "up3_snn.activation",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Conv:
+    cin: int
+    cout: int
+    kernel: int
+    stride: int = 1
+
+
+def snn_convs(cfg: ModelConfig, *, pure_snn: bool) -> dict[str, _Conv]:
+    """Every conv of the spiking U-Net keyed by its parameter name (``res`` holds two)."""
+    s0, s1, s2, s3 = cfg.snn_widths
+    del pure_snn
+    return {
+        "static": _Conv(cfg.snn_in_channels, s0, 5),
+        "down1": _Conv(s0, s1, 5, 2), "down2": _Conv(s1, s2, 5, 2), "down3": _Conv(s2, s3, 5, 2),
+        "res1": _Conv(s3, s3, 3), "res2": _Conv(s3, s3, 3),
+        "up1": _Conv(2 * s3, s2, 5), "up2": _Conv(2 * s2, s1, 5), "up3": _Conv(2 * s1, s0, 5),
+        "head": _Conv(2 * s0, cfg.num_joints, 1),
+    }
+
+
+def lif_channels(cfg: ModelConfig) -> dict[str, int]:
+    """Channels of every LIF layer."""
+    s0, s1, s2, s3 = cfg.snn_widths
+    return dict(zip(LIF_LAYERS, (s0, s1, s2, s3, s3, s3, s2, s1, s0)))
+
+
+def lif_shapes(cfg: ModelConfig, height: int, width: int) -> dict[str, tuple[int, int, int]]:
+    """``(h, w, c)`` of every LIF layer's membrane for an input of ``height x width``."""
+    scale = {"static": 1, "down1": 2, "down2": 4, "down3": 8, "res1": 8, "res2": 8, "up1": 4, "up2": 2, "up3": 1}
+    ch = lif_channels(cfg)
+    return {n: (height // scale[n], width // scale[n], ch[n]) for n in LIF_LAYERS}
+
+
+def init_snn_params(key: jax.Array, cfg: ModelConfig, *, pure_snn: bool, dtype=None) -> tuple[dict, dict]:
+    """Parameters and running statistics of the spiking U-Net (the head BatchNorm only for the pure SNN)."""
+    dtype = dtype or jnp.float32
+    params, stats = {}, {}
+    convs = snn_convs(cfg, pure_snn=pure_snn)
+    for key_i, (name, c) in zip(jax.random.split(key, len(convs)), convs.items()):
+        params[name] = {"conv": init_conv(key_i, c.kernel, c.cin, c.cout, bias=False, dtype=dtype)}
+        if name != "head" or pure_snn:
+            params[name]["bn"], stats[name] = init_bn(c.cout, dtype)
+    return params, stats
+
+
+@dataclasses.dataclass
+class SNNResult:
+    """What a run of the spiking U-Net returns (all time-major)."""
+
+    outputs: jax.Array  # [T, B, H, W, J] heatmaps after each step (integrated)
+    v_last: dict  # LIF layer -> membrane after the last step [B, h, w, c]
+    spike_counts: jax.Array  # [T, 9, B] spikes per LIF layer per step per sample
+    spike_rates: jax.Array  # [T, 9] spikes per neuron per step (batch mean)
+    membranes: dict | None = None  # LIF layer -> [T, B, h, w, c] membranes after each step (if recorded)
+    output_state: jax.Array | None = None  # [B, H, W, J] last output / integrator state (for streaming)
+
+
+jax.tree_util.register_dataclass(
+    SNNResult, data_fields=["outputs", "v_last", "spike_counts", "spike_rates", "membranes", "output_state"],
+    meta_fields=[])
+
+
+def _network(params, stats, x, neuron: Callable[[str, jax.Array], jax.Array], *, train: bool, bn_axes,
+             pure_snn: bool):
+    """The spiking U-Net's wiring, once. ``neuron(layer, current) -> spikes``; returns (head, batch stats)."""
+    batch_stats = {}
+
+    def block(name, inp, *, stride=1, residual=None):
+        p = params[name]
+        k = p["conv"]["kernel"].shape[0]
+        y = conv2d(inp, p["conv"], stride=stride, padding=k // 2)
+        y, batch_stats[name] = batch_norm(y, p["bn"], stats[name], train=train, reduce_axes=bn_axes)
+        if residual is not None:
+            y = y + residual
+        return neuron(name, y)
+
+    s_static = block("static", x)
+    s_down1 = block("down1", s_static, stride=2)
+    s_down2 = block("down2", s_down1, stride=2)
+    s_down3 = block("down3", s_down2, stride=2)
+    s_res1 = block("res1", s_down3)
+    s_res2 = block("res2", s_res1, residual=s_down3)
+    s_up1 = block("up1", upsample_bilinear2x(jnp.concatenate([s_res2, s_down3], axis=-1)))
+    s_up2 = block("up2", upsample_bilinear2x(jnp.concatenate([s_up1, s_down2], axis=-1)))
+    s_up3 = block("up3", upsample_bilinear2x(jnp.concatenate([s_up2, s_down1], axis=-1)))
+    head = conv2d(jnp.concatenate([s_up3, s_static], axis=-1), params["head"]["conv"])
+    if pure_snn:
+        head, batch_stats["head"] = batch_norm(head, params["head"]["bn"], stats["head"], train=train,
+                                               reduce_axes=bn_axes)
+    return head, batch_stats
+
+
+def _output_update(out_prev, head, *, pure_snn: bool, decay: float, tau: float):
+    # Hybrid: out_k = decay * out_{k-1} + head_k. Pure SNN: a non-spiking LIF whose membrane is the output.
+    if pure_snn:
+        return leaky_integrator_step(out_prev, head, tau)
+    return decay * out_prev + head
+
+
+def snn_step(params: dict, stats: dict, carry: tuple[dict, jax.Array], x_t: jax.Array, cfg: ModelConfig, *,
+             pure_snn: bool, train: bool = False, record_membranes: bool = False):
+    """One SNN step of the whole network: ``((v, out), x_t [B,H,W,2]) -> ((v', out'), per-step outputs)``.
+
+    Per-step outputs: ``out'``, spike counts ``[9, B]``, spike rates ``[9]``, BatchNorm batch statistics
+    (train) and, if asked, the membranes. This is the function the streaming runtime jits.
+    """
+    lif = cfg.lif(pure_snn=pure_snn)
+    v, out_prev = carry
+    v_new, counts, rates = {}, [], []
+
+    def neuron(name, current):
+        v_new[name], s = lif_step(v[name], current, lif)
+        counts.append(jnp.sum(s, axis=(1, 2, 3)))
+        rates.append(jnp.mean(s))
+        return s
+
+    head, batch_stats = _network(params, stats, x_t, neuron, train=train, bn_axes=(0, 1, 2), pure_snn=pure_snn)
+    out = _output_update(out_prev, head, pure_snn=pure_snn, decay=cfg.output_decay, tau=cfg.snn_output_tau)
+    per_step = {"out": out, "spike_counts": jnp.stack(counts), "spike_rates": jnp.stack(rates),
+                "batch_stats": batch_stats}
+    if record_membranes:
+        per_step["membranes"] = dict(v_new)
+    return (v_new, out), per_step
+
+
+def snn_forward(params: dict, stats: dict, events: jax.Array, v0: dict, out0: jax.Array, cfg: ModelConfig, *,
+                pure_snn: bool, train: bool, record_membranes: bool = False) -> tuple[SNNResult, dict]:
+    """Runs the spiking U-Net over ``events [T, B, H, W, Cin]`` from membranes ``v0`` and output ``out0``.
+
+    Returns the result and the new running statistics (``stats`` unchanged when ``train`` is False; in train
+    mode each step's BatchNorm uses that step's batch statistics, folded into the running averages in step
+    order). The execution mode (``cfg.snn_mode``) does not change the result.
+    """
+    if cfg.snn_mode == "step":
+        def step(carry, x_t):
+            return snn_step(params, stats, carry, x_t, cfg, pure_snn=pure_snn, train=train,
+                            record_membranes=record_membranes)
+
+        (v_last, out_last), per_step = scan_steps(step, (v0, out0), events, remat=cfg.remat,
+                                                  remat_policy=cfg.remat_policy)
+        outputs, counts, rates = per_step["out"], per_step["spike_counts"], per_step["spike_rates"]
+        batch_stats, membranes = per_step["batch_stats"], per_step.get("membranes")
+    else:
+        lif = cfg.lif(pure_snn=pure_snn)
+        v_last, membranes, count_list, rate_list = {}, {}, [], []
+
+        def neuron(name, currents):
+            def lif_scan_step(v, c_t):
+                v_next, s = lif_step(v, c_t, lif)
+                return v_next, (s, v_next) if record_membranes else (s,)
+
+            v_last[name], ys = scan_steps(lif_scan_step, v0[name], currents, remat=cfg.remat,
+                                          remat_policy=cfg.remat_policy)
+            spikes = ys[0]
+            if record_membranes:
+                membranes[name] = ys[1]
+            count_list.append(jnp.sum(spikes, axis=(2, 3, 4)))
+            rate_list.append(jnp.mean(spikes, axis=(1, 2, 3, 4)))
+            return spikes
+
+        heads, batch_stats = _network(params, stats, events, neuron, train=train, bn_axes=(1, 2, 3),
+                                      pure_snn=pure_snn)
+
+        def integrate(out_prev, head_t):
+            out = _output_update(out_prev, head_t, pure_snn=pure_snn, decay=cfg.output_decay,
+                                 tau=cfg.snn_output_tau)
+            return out, out
+
+        out_last, outputs = scan_steps(integrate, out0, heads)
+        counts = jnp.stack(count_list, axis=1)
+        rates = jnp.stack(rate_list, axis=1)
+        membranes = membranes if record_membranes else None
+    new_stats = update_running_stats(stats, batch_stats, sequential_axis=True) if train else stats
+    result = SNNResult(outputs=outputs, v_last=v_last, spike_counts=counts, spike_rates=rates,
+                       membranes=membranes, output_state=out_last)
+    return result, new_stats
+
+
+def zero_state(cfg: ModelConfig, batch: int, height: int, width: int, dtype=jnp.float32) -> dict:
+    """All-zero membranes for every LIF layer (the SNN's state without an ANN)."""
+    return {n: jnp.zeros((batch, h, w, c), dtype) for n, (h, w, c) in lif_shapes(cfg, height, width).items()}
+
+
+__all__ = ["LIF_LAYERS", "OFFICIAL_LIF_NAMES", "LIFParams", "SNNResult", "init_snn_params", "lif_channels",
+           "lif_shapes", "snn_forward", "snn_step", "zero_state"]
