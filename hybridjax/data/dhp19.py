@@ -292,7 +292,8 @@ class _DHP19Base:
         self.root = pathlib.Path(root)
         self.split = split
         self.cameras = tuple(cameras)
-        self.p_matrix_dir = pathlib.Path(p_matrix_dir if p_matrix_dir is not None else self.root / "P_matrices")
+        default_matrices = self.root / "P_matrices"
+        self.p_matrix_dir = pathlib.Path(p_matrix_dir if p_matrix_dir is not None else default_matrices)
         self._matrices, self._positions = load_projection_matrices(self.p_matrix_dir)
         self._pool = HandlePool(max_open_files)
         self.skipped: list[tuple[str, str]] = []
@@ -319,6 +320,12 @@ class _DHP19Base:
     def _skip(self, name: str, why: str) -> None:
         log.warning("DHP19 %s split: skipping %s: %s", self.split, name, why)
         self.skipped.append((name, why))
+
+    def _require_items(self, count: int) -> None:
+        """An empty split is almost always a wrong path or filter: say so instead of training on nothing."""
+        if count == 0:
+            skipped = "; ".join(f"{name}: {why}" for name, why in self.skipped) or "none"
+            raise DataError(self.root, f"the {self.split} split has no items (skipped: {skipped})")
 
     # -- cameras -------------------------------------------------------------------------------------
     def projection_matrix(self, camera: int) -> np.ndarray:
@@ -392,7 +399,7 @@ class DHP19Dataset(_DHP19Base):
             raise ValueError("window_ms and window_step_ms must be positive")
         if config.bin_mode == "paper":
             if self.window_ms % LABEL_PERIOD_MS:
-                raise ValueError(f"paper bins are 10 ms nominal: window_ms {self.window_ms} is not a multiple")
+                raise ValueError(f"paper bins are 10 ms: window_ms {self.window_ms} is not a multiple of 10")
             self.num_steps = self.window_ms // LABEL_PERIOD_MS
         elif config.bin_mode == "exact":
             self.step_us = round(config.step_ms * US_PER_MS)
@@ -425,6 +432,7 @@ class DHP19Dataset(_DHP19Base):
                 if (recording.name, camera) in self._windows:
                     self._blocks.append((camera, recording))
                     self._offsets.append(self._offsets[-1] + self._windows[recording.name, camera][1])
+        self._require_items(len(self))
 
     def _label_steps(self) -> np.ndarray:
         """Which steps carry a label; the same for every window since windows start on the 10 ms grid."""
@@ -569,8 +577,8 @@ class DHP19FrameDataset(_DHP19Base):
     """
 
     def __init__(self, root, split: str = "train", p_matrix_dir=None, cameras=(3,),
-                 test_subject_min: int = 13, subjects=None, exclude=(), validate: str = "window", frame_step_ms: int = 100,
-                 max_open_files: int = 64):
+                 test_subject_min: int = 13, subjects=None, exclude=(), validate: str = "window",
+                 frame_step_ms: int = 100, max_open_files: int = 64):
         super().__init__(root, split, p_matrix_dir, cameras, test_subject_min, subjects, exclude, validate,
                          max_open_files)
         self.frame_step_ms = frame_step_ms
@@ -591,6 +599,7 @@ class DHP19FrameDataset(_DHP19Base):
                     continue
                 self._blocks.append((camera, recording, first))
                 self._offsets.append(self._offsets[-1] + count)
+        self._require_items(len(self))
 
     def __len__(self) -> int:
         return self._offsets[-1]
