@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from hybridjax.eval import energy, firing
+from hybridjax.models import LIF_LAYERS, ModelConfig
 
-PAPER_WIDTHS = (32, 64, 128, 256)
+PAPER = ModelConfig.preset("paper")
 
 
 def test_paper_preset_reproduces_the_ann_power_exactly():
@@ -23,13 +24,13 @@ def test_dense_snn_macs_per_step_total():
 
 
 def test_conv_input_rates_weighting():
-    neurons = firing.lif_neuron_counts(PAPER_WIDTHS, 256, 256)
+    neurons = firing.lif_neuron_counts(PAPER, 256, 256)
     rates = dict.fromkeys(firing.LIF_LAYERS, 0.0)
     rates.update(static=0.3, up3=0.1, res1=0.05, down3=0.2, res2=0.4)
     conv_rates = energy.conv_input_rates(rates, neurons, event_input_rate=0.02)
     assert conv_rates["static"] == 0.02
     assert conv_rates["down1"] == 0.3
-    assert conv_rates["res_conv2"] == 0.05
+    assert conv_rates["res2"] == 0.05
     assert conv_rates["head"] == pytest.approx(0.2)  # equal neuron counts -> plain mean
     assert conv_rates["up1"] == pytest.approx(0.3)  # mean of res2 (0.4) and down3 (0.2)
     # Unequal parts weigh by neurons: 1 neuron at rate 1 and 3 at rate 0 -> 0.25.
@@ -53,7 +54,7 @@ def test_snn_energy_closed_form():
 def test_paper_hybrid_power_ballpark_with_plausible_rates():
     """ANN 10 Hz + SNN 100 Hz at a uniform ~3.4 % input rate gives the paper's 0.424 W and ~88 % saving."""
     macs = energy.paper_snn_layer_macs()
-    neurons = firing.lif_neuron_counts(PAPER_WIDTHS, 256, 256)
+    neurons = firing.lif_neuron_counts(PAPER, 256, 256)
     rate = 0.034
     conv_rates = energy.conv_input_rates(dict.fromkeys(firing.LIF_LAYERS, rate), neurons, rate)
     e_snn = energy.snn_energy_per_step_j(macs, conv_rates, energy.PAPER)
@@ -83,8 +84,12 @@ def test_horowitz_preset_closed_form():
     assert summary.power_reduction == pytest.approx(1 - 23.9 / 226.0)
 
 
+def test_lif_layers_are_the_models():
+    assert firing.LIF_LAYERS == LIF_LAYERS
+
+
 def test_lif_neuron_counts_paper():
-    neurons = firing.lif_neuron_counts(PAPER_WIDTHS, 256, 256)
+    neurons = firing.lif_neuron_counts(PAPER, 256, 256)
     assert neurons == {"static": 256 * 256 * 32, "down1": 128 * 128 * 64, "down2": 64 * 64 * 128,
                        "down3": 32 * 32 * 256, "res1": 32 * 32 * 256, "res2": 32 * 32 * 256,
                        "up1": 64 * 64 * 128, "up2": 128 * 128 * 64, "up3": 256 * 256 * 32}

@@ -89,3 +89,45 @@ def test_scope_attribution_and_grouping():
     assert macs.macs_by_scope(records) == {"encoder/conv_a": 16 * 2 * 9, "decoder": 16 * 3 * 2}
     assert macs.macs_by_scope(records, depth=1) == {"encoder": 16 * 2 * 9, "decoder": 16 * 3 * 2}
     assert records[0].output_shape == (1, 4, 4, 2)
+
+
+# ---- the models -----------------------------------------------------------------------------------------
+
+
+def test_paper_config_reproduces_the_spec_mac_table():
+    """SPEC section 2: SNN MACs per step at 256x256 (millions), ANN ~22.6 G, initialisers ~1.3 G."""
+    from hybridjax.eval import energy
+    from hybridjax.models import ModelConfig
+
+    counted = macs.hybrid_macs(ModelConfig.preset("paper"), 256, 256)
+    spec = energy.paper_snn_layer_macs()
+    assert list(counted.snn_per_step) == list(energy.SNN_CONVS)
+    for conv, value in spec.items():
+        # The SPEC rounds to 0.01 M (head: 0.1 M).
+        assert counted.snn_per_step[conv] == pytest.approx(value, abs=0.06e6), conv
+    # Closed forms: 5x5 convs, out elements x 25 x Cin.
+    assert counted.snn_per_step["static"] == 256 * 256 * 32 * 25 * 2
+    assert counted.snn_per_step["up1"] == 64 * 64 * 128 * 25 * 512
+    assert counted.snn_per_step["head"] == 256 * 256 * 13 * 64
+    assert counted.ann == pytest.approx(22.6e9, rel=0.001)
+    assert counted.initializers == pytest.approx(1.3e9, rel=0.02)
+    assert counted.snn_step_total == pytest.approx(24016.57e6, rel=1e-5)
+
+
+@pytest.mark.parametrize("snn_mode", ["layer", "step"])
+def test_tiny_hybrid_total_is_ann_plus_initialisers_plus_steps(snn_mode):
+    import dataclasses
+
+    from hybridjax.models import HybridModel, ModelConfig
+
+    cfg = dataclasses.replace(ModelConfig.preset("tiny"), snn_mode=snn_mode)
+    counted = macs.hybrid_macs(cfg, 64, 32)
+    model = HybridModel(cfg)
+    steps, batch = 3, 2
+    ann_input = _spec(batch, 64, 32, cfg.ann_in_channels)
+    events = _spec(steps, batch, 64, 32, cfg.snn_in_channels)
+    variables = jax.eval_shape(model.init, jax.random.key(0), ann_input, events)
+    total = macs.count_macs(lambda v, a, e: model.apply(v, a, e), variables, ann_input, events)
+    assert total == batch * (counted.ann + counted.initializers + steps * counted.snn_step_total)
+    # Closed form of the tiny static conv at 64x32: out 64*32*8, kernel 5x5x2.
+    assert counted.snn_per_step["static"] == 64 * 32 * 8 * 25 * 2

@@ -11,8 +11,11 @@ where ``MAC_c`` is the dense MAC count of conv ``c`` for one step of one sample 
 reaches, and a dense conv charges every input site, so ``r_c * MAC_c`` is the expected number of synaptic
 operations. Which spikes feed which conv (:data:`CONV_INPUTS`):
 
-* ``down1`` <- static, ``down2`` <- down1, ``down3`` <- down2, residual ``res_conv1`` <- down3,
-  ``res_conv2`` <- res1 (the mid LIF);
+Convs are named like the model's parameters (:func:`hybridjax.models.snn_unet.snn_convs`): each after the
+LIF layer it drives, plus ``head``.
+
+* ``down1`` <- static, ``down2`` <- down1, ``down3`` <- down2, residual ``res1`` <- down3,
+  ``res2`` <- res1 (the mid LIF; its output also receives the residual current, not charged);
 * ``up1`` <- concat[res2, down3], ``up2`` <- concat[up1, down2], ``up3`` <- concat[up2, down1],
   ``head`` <- concat[up3, static]: the rate of a concatenation is the neuron-weighted mean of its parts.
   The bilinear x2 upsampling between the concat and the up convs keeps the mean rate; we charge the spikes
@@ -75,7 +78,7 @@ HOROWITZ45_FP32 = EnergyPreset(name="horowitz45_fp32", snn_pj_per_op=0.9, ann_pj
 ENERGY_PRESETS: dict[str, EnergyPreset] = {preset.name: preset for preset in (PAPER, HOROWITZ45_FP32)}
 
 # The SNN's convolutions in forward order (the head is the final 1x1 conv).
-SNN_CONVS = ("static", "down1", "down2", "down3", "res_conv1", "res_conv2", "up1", "up2", "up3", "head")
+SNN_CONVS = ("static", "down1", "down2", "down3", "res1", "res2", "up1", "up2", "up3", "head")
 # Name standing for the event input of the first conv in CONV_INPUTS.
 EVENT_INPUT = "events"
 # conv -> the LIF layers (or the event input) whose output it reads, concatenated in this order.
@@ -84,8 +87,8 @@ CONV_INPUTS: dict[str, tuple[str, ...]] = {
     "down1": ("static",),
     "down2": ("down1",),
     "down3": ("down2",),
-    "res_conv1": ("down3",),
-    "res_conv2": ("res1",),
+    "res1": ("down3",),
+    "res2": ("res1",),
     "up1": ("res2", "down3"),
     "up2": ("up1", "down2"),
     "up3": ("up2", "down1"),
@@ -197,6 +200,6 @@ def hybrid_power(
 
 def paper_snn_layer_macs() -> dict[str, float]:
     """The SPEC's dense MACs per SNN step at 256x256 (paper widths), per conv of :data:`SNN_CONVS`."""
-    millions = {"static": 104.86, "down1": 838.86, "down2": 838.86, "down3": 838.86, "res_conv1": 603.98,
-                "res_conv2": 603.98, "up1": 6710.89, "up2": 6710.89, "up3": 6710.89, "head": 54.5}
+    millions = {"static": 104.86, "down1": 838.86, "down2": 838.86, "down3": 838.86, "res1": 603.98,
+                "res2": 603.98, "up1": 6710.89, "up2": 6710.89, "up3": 6710.89, "head": 54.5}
     return {conv: value * 1e6 for conv, value in millions.items()}

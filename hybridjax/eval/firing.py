@@ -13,36 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
-# LIF layers of the spiking U-Net in forward order (the order of out.spike_counts' layer axis; equal to
-# hybridjax.models.LIF_LAYERS, checked by the tests).
-LIF_LAYERS = ("static", "down1", "down2", "down3", "res1", "res2", "up1", "up2", "up3")
+from hybridjax.models.snn_unet import LIF_LAYERS, lif_shapes
+
+__all__ = ["LIF_LAYERS", "FiringAccumulator", "event_input_rate", "firing_rates", "lif_neuron_counts"]
 
 
-def lif_shapes(snn_widths, height: int, width: int) -> dict[str, tuple[int, int, int]]:
-    """``(h, w, c)`` of every LIF layer's membrane for an input of ``height x width``.
-
-    static at full resolution (width c0), down1/2/3 at 1/2, 1/4, 1/8 (c1, c2, c3), the residual LIFs at 1/8
-    (c3), up1/2/3 at 1/4, 1/2, 1 (c2, c1, c0).
-    """
-    c0, c1, c2, c3 = snn_widths
-    if height % 8 or width % 8:
-        raise ValueError(f"lif_shapes: height {height} and width {width} must be multiples of 8")
-    return {
-        "static": (height, width, c0),
-        "down1": (height // 2, width // 2, c1),
-        "down2": (height // 4, width // 4, c2),
-        "down3": (height // 8, width // 8, c3),
-        "res1": (height // 8, width // 8, c3),
-        "res2": (height // 8, width // 8, c3),
-        "up1": (height // 4, width // 4, c2),
-        "up2": (height // 2, width // 2, c1),
-        "up3": (height, width, c0),
-    }
-
-
-def lif_neuron_counts(snn_widths, height: int, width: int) -> dict[str, int]:
-    """Neurons per sample of every LIF layer (``h * w * c``)."""
-    return {layer: int(np.prod(shape)) for layer, shape in lif_shapes(snn_widths, height, width).items()}
+def lif_neuron_counts(config, height: int, width: int) -> dict[str, int]:
+    """Neurons per sample of every LIF layer (``h * w * c`` of the model's membrane shapes)."""
+    return {layer: int(np.prod(shape)) for layer, shape in lif_shapes(config, height, width).items()}
 
 
 def firing_rates(spike_counts, neurons: dict[str, int]) -> np.ndarray:

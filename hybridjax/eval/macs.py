@@ -38,6 +38,7 @@ class MacRecord:
     macs: int  # MACs of one execution times the trip counts of enclosing scans
     multiplier: int  # product of the enclosing scan lengths (already included in macs)
     output_shape: tuple[int, ...]  # shape of the equation's output
+    operand_shapes: tuple[tuple[int, ...], ...]  # shapes of the two operands (input, kernel / lhs, rhs)
 
 
 def conv_macs(output_shape, kernel_shape, kernel_out_feature_axis: int) -> int:
@@ -93,7 +94,9 @@ def _walk(jaxpr, scope: str, multiplier: int) -> Iterator[MacRecord]:
         name = eqn.primitive.name
         if name in COUNTED_PRIMITIVES:
             macs = _equation_macs(eqn)
-            yield MacRecord(eqn_scope, name, macs * multiplier, multiplier, tuple(eqn.outvars[0].aval.shape))
+            operands = tuple(tuple(var.aval.shape) for var in eqn.invars[:2])
+            yield MacRecord(eqn_scope, name, macs * multiplier, multiplier, tuple(eqn.outvars[0].aval.shape),
+                            operands)
             continue
         subs = _sub_jaxprs(eqn)
         if not subs:
@@ -131,3 +134,63 @@ def macs_by_scope(records: list[MacRecord], depth: int | None = None) -> dict[st
         key = "/".join(parts if depth is None else parts[:depth])
         totals[key] += record.macs
     return dict(totals)
+
+
+# ---- the hybrid model's MACs, counted from its own trace ---------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class HybridMacs:
+    """Dense MACs of the hybrid per sample at one input size, counted from the model's jaxpr."""
+
+    height: int  # input rows
+    width: int  # input columns
+    ann: int  # the ANN U-Net, one inference
+    initializers: int  # the nine state initialisers, one ANN inference
+    snn_per_step: dict[str, int]  # SNN conv (hybridjax.models.snn_unet.snn_convs keys) -> MACs per step
+
+    @property
+    def snn_step_total(self) -> int:
+        """All SNN convs for one step."""
+        return sum(self.snn_per_step.values())
+
+    def as_dict(self) -> dict:
+        return dict(dataclasses.asdict(self), snn_step_total=self.snn_step_total)
+
+
+def hybrid_macs(config, height: int = 256, width: int = 256) -> HybridMacs:
+    """Counts the ANN, initialiser and per-conv SNN MACs of ``HybridModel(config)`` for one sample.
+
+    Nothing is computed: the variables come from ``jax.eval_shape(model.init, ...)`` and the counts from
+    the jaxprs of ``HybridModel.ann_init`` (ANN + initialisers), ``ANNUNet`` (ANN) and the full hybrid call
+    with one SNN step. The hybrid traces the ANN and the initialisers before the SNN, so its records after
+    the ``ann_init`` prefix are the SNN's convs, in forward order; they are named by matching their kernel
+    shapes against ``snn_convs(config)`` (a mismatch raises, naming what was found).
+    """
+    from hybridjax.models import ANNUNet, HybridModel
+    from hybridjax.models.snn_unet import snn_convs
+
+    model = HybridModel(config)
+    ann_input = jax.ShapeDtypeStruct((1, height, width, config.ann_in_channels), jax.numpy.float32)
+    events = jax.ShapeDtypeStruct((1, 1, height, width, config.snn_in_channels), jax.numpy.float32)
+    variables = jax.eval_shape(model.init, jax.random.key(0), ann_input, events)
+
+    full = mac_records(lambda v, a, e: model.apply(v, a, e), variables, ann_input, events)
+    prefix = mac_records(lambda v, a: model.apply(v, a, method=HybridModel.ann_init), variables, ann_input)
+    ann_only = mac_records(lambda p, a: ANNUNet(config).apply({"params": p}, a),
+                           {"ann": variables["params"]["ann"]}, ann_input)
+    shapes = [r.operand_shapes for r in full[: len(prefix)]]
+    if shapes != [r.operand_shapes for r in prefix]:
+        raise ValueError("hybrid_macs: the hybrid's trace does not start with its ann_init computation")
+    ann = sum(r.macs for r in ann_only)
+    initializers = sum(r.macs for r in prefix) - ann
+
+    expected = snn_convs(config, pure_snn=False)
+    snn_records = full[len(prefix):]
+    found = [r.operand_shapes[1] for r in snn_records]
+    wanted = [(c.kernel, c.kernel, c.cin, c.cout) for c in expected.values()]
+    if found != wanted:
+        raise ValueError(f"hybrid_macs: SNN kernels in trace order are {found}, expected {wanted} "
+                         f"({list(expected)})")
+    per_step = {name: r.macs for name, r in zip(expected, snn_records, strict=True)}
+    return HybridMacs(height=height, width=width, ann=ann, initializers=initializers, snn_per_step=per_step)
