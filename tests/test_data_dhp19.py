@@ -74,7 +74,7 @@ def test_frame_dataset_matches_official_cnn_loader(fixture_paths, split):
         np.testing.assert_array_equal(
             item["ann_input"], np.moveaxis(expected[key + "event_representation"], 0, -1).astype(np.float32)
         )
-        np.testing.assert_array_equal(item["landmarks"], expected[key + "landmarks"].T)
+        np.testing.assert_array_equal(item["ann_landmarks"], expected[key + "landmarks"].T)
         assert item["timestamp_ms"] == float(expected[key + "timestamp_ms"])
         assert item["recording"] + "_events_label" == str(expected[key + "filename"])
         assert item["window_start_ms"] == item["timestamp_ms"] + 10

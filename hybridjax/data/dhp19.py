@@ -571,9 +571,10 @@ class DHP19FrameDataset(_DHP19Base):
 
     Frame ``k`` of a recording ends at ``s = cc_start + 100 k`` ms (7500 events ending at ``ms_to_idx[s]``,
     10 bins, 20 channels); its label is ``s / 10 - 1``. There are ``floor((L - cc_start) / 100)`` frames.
-    Keys: ``ann_input`` [256, 256, 20] float32, ``landmarks`` [J, 2] float32 (u, v) NaN where masked,
-    ``joints_3d`` [J, 3] float32, ``timestamp_ms`` float (of the label), ``window_start_ms``, ``camera``,
-    ``window_index`` ints, ``recording`` str.
+    Keys (named as in :class:`DHP19Dataset`, so the ANN trains on either): ``ann_input`` [256, 256, 20]
+    float32, ``ann_landmarks`` [J, 2] float32 (u, v) NaN where masked, ``ann_joints_3d`` [J, 3] float32,
+    ``timestamp_ms`` float (of the label), ``window_start_ms``, ``camera``, ``window_index`` ints,
+    ``recording`` str.
     """
 
     def __init__(self, root, split: str = "train", p_matrix_dir=None, cameras=(3,),
@@ -616,8 +617,8 @@ class DHP19FrameDataset(_DHP19Base):
         label = ms // LABEL_PERIOD_MS - 1
         return {
             "ann_input": self._ann_frame(rec, camera, ms, f"frame {k} ({ms} ms)"),
-            "landmarks": self._pixels(rec.joints[label], camera),
-            "joints_3d": rec.joints[label].astype(np.float32),
+            "ann_landmarks": self._pixels(rec.joints[label], camera),
+            "ann_joints_3d": rec.joints[label].astype(np.float32),
             "timestamp_ms": float(rec.timestamps_us[label] / 1e3),
             "window_start_ms": ms,
             "camera": camera,

@@ -34,12 +34,31 @@ def _check_slice(x, y, p, t):
         raise ValueError(f"timestamps must be integers, got dtype {np.asarray(t).dtype}")
 
 
-def _count(bin_index, pixel_index, polarity, keep, n_bins, crop) -> np.ndarray:
-    """Counts per (bin, row, col, polarity) for the kept events -> float32 ``[n_bins, H, W, 2]``."""
+def _scatter_counts(flat: np.ndarray, size: int) -> np.ndarray:
+    """``np.bincount(flat, minlength=size)`` as float32, without the int64 intermediate for sparse input.
+
+    A window holds far fewer events than the tensor has cells, so sorting the few indices and writing the
+    run lengths into a zeroed float32 array moves much less memory than a dense int64 count + cast.
+    """
+    if flat.size * 8 >= size:
+        return np.bincount(flat, minlength=size).astype(np.float32)
+    out = np.zeros(size, dtype=np.float32)
+    if flat.size:
+        ordered = np.sort(flat)
+        starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+        out[ordered[starts]] = np.diff(np.append(starts, ordered.size))
+    return out
+
+
+def _count(bin_index, pixel_index, polarity, keep, n_bins, crop, bins_last: bool = False) -> np.ndarray:
+    """Counts of the kept events -> float32 ``[n_bins, H, W, 2]`` (or ``[H, W, 2, n_bins]`` if ``bins_last``)."""
     _, _, height, width = crop
-    flat = (bin_index[keep] * (height * width) + pixel_index[keep]) * 2 + np.asarray(polarity)[keep]
-    counts = np.bincount(flat, minlength=n_bins * height * width * 2)
-    return counts.astype(np.float32).reshape(n_bins, height, width, 2)
+    bins, pixels, pols = bin_index[keep], pixel_index[keep], np.asarray(polarity)[keep]
+    if bins_last:
+        flat = (pixels * 2 + pols) * n_bins + bins
+        return _scatter_counts(flat, n_bins * height * width * 2).reshape(height, width, 2, n_bins)
+    flat = (bins * (height * width) + pixels) * 2 + pols
+    return _scatter_counts(flat, n_bins * height * width * 2).reshape(n_bins, height, width, 2)
 
 
 def span_bin_index(t, n_bins: int) -> np.ndarray:
@@ -134,5 +153,8 @@ def ann_frame(x, y, p, t, n_bins: int = ANN_BINS, crop=DHP19_CROP) -> np.ndarray
     Channel order is polarity 0 bins ``0..n-1`` then polarity 1 bins ``0..n-1`` (the official 20-channel
     order, which the converted U-Net weights expect).
     """
-    hist = stacked_histogram(x, y, p, t, n_bins, crop)  # [n, H, W, 2]
-    return np.ascontiguousarray(np.transpose(hist, (1, 2, 3, 0)).reshape(hist.shape[1], hist.shape[2], -1))
+    _check_slice(x, y, p, t)
+    bins = span_bin_index(t, n_bins)
+    pixel, inside = _cropped_pixel_index(x, y, crop)
+    counts = _count(bins, pixel, np.asarray(p, dtype=np.int64), inside, n_bins, crop, bins_last=True)
+    return counts.reshape(crop[2], crop[3], 2 * n_bins)  # [H, W, 2, n] -> channel = polarity * n + bin
