@@ -1,0 +1,228 @@
+"""Writes a synthetic dataset in the official preprocessed DHP19 layout (SPEC section 4).
+
+Files in ``out_dir``: ``S{s}_session{k}_mov{m}_events.h5`` (per camera channel c: ``cam{c}_events/{x,y,p,t}``
+uint16/uint16/uint8/int64 and ``cam{c}_ms_to_idx`` int64) beside ``S{s}_session{k}_mov{m}_events_label.h5``
+(``XYZ/3d_poses`` float64 (N, 3, 13) mm with NaN dropouts, ``XYZ/timestamps`` int64 us at 100 Hz), and
+``P_matrices/P1..P4.npy`` (3x4 float64) with ``P_matrices/camera_positions.npy`` (4x3, row i = centre of
+P{i+1}). Everything is a deterministic function of the seed: each subject, recording and camera draws from
+its own ``numpy.random.SeedSequence`` branch, so changing one recording never shifts another.
+
+Per recording the body pose is evaluated at every rendered frame (``frame_step_ms``) and at every 10 ms
+label slot (label i is the pose at ``t = 10 i`` ms); event times run from 0 over ``duration_s`` and
+``ms_to_idx`` has ``duration_ms + 1`` entries, ``ms_to_idx[k] = #events with t < 1000 k``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+
+import h5py
+import numpy as np
+
+from .body import JOINT_NAMES, forward_kinematics, sample_proportions
+from .cameras import CHANNEL_TO_MATRIX, SENSOR_HEIGHT, SENSOR_WIDTH, Camera, dhp19_like_rig
+from .dvs import DvsParams, EventSimulator, noise_events
+from .motions import MOTION_NAMES, motion_channels, sample_motion
+from .render import BodyRenderer, make_background
+
+# SeedSequence branches (first entropy word after the seed), fixed forever for reproducibility.
+_RIG, _SUBJECT, _RECORDING, _CAMERA, _BACKGROUND = range(5)
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticConfig:
+    """What to generate; :meth:`preset` gives the named sizes."""
+
+    seed: int = 0  # master seed; the whole dataset is a deterministic function of it
+    train_subjects: tuple[int, ...] = (1, 2, 3, 4)  # subject numbers < 13 (the official train split)
+    test_subjects: tuple[int, ...] = (13, 14)  # subject numbers >= 13 (the official test split)
+    recordings_per_subject: int = 3  # movements per subject, written as session1_mov1 .. movN
+    duration_s: float = 3.0  # length of each recording in seconds (whole milliseconds)
+    motions: tuple[str, ...] = MOTION_NAMES  # movement pool; subjects cycle through a shuffled copy
+    frame_step_ms: float = 2.0  # rendering step; log intensity is interpolated linearly in between
+    dvs: DvsParams = DvsParams()  # event-sensor model
+    dropout_runs: tuple[int, int] = (1, 3)  # min, max number of NaN runs (one joint each) per recording
+    dropout_ms: tuple[int, int] = (50, 400)  # min, max length of one NaN run in milliseconds
+    label_noise_mm: float = 1.5  # Gaussian Vicon marker jitter added to the labels (not to the rendering)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> SyntheticConfig:
+        """``"default"`` (4 + 2 subjects x 3 movements x 3 s), ``"tiny"`` (for tests: 1 + 1 subjects x 1 x 1.2 s)
+        or ``"large"`` (8 + 4 subjects x 6 movements x 8 s); keyword overrides replace fields."""
+        presets = {
+            "default": {},
+            "tiny": {"train_subjects": (1,), "test_subjects": (13,), "recordings_per_subject": 1,
+                     "duration_s": 1.2},
+            "large": {"train_subjects": tuple(range(1, 9)), "test_subjects": (13, 14, 15, 16),
+                      "recordings_per_subject": 6, "duration_s": 8.0},
+        }
+        if name not in presets:
+            raise ValueError(f"unknown synthetic preset '{name}'; choose one of {', '.join(presets)}")
+        return dataclasses.replace(cls(), **{**presets[name], **overrides})
+
+    def validate(self) -> None:
+        if any(s >= 13 or s < 1 for s in self.train_subjects):
+            raise ValueError(f"train_subjects {self.train_subjects} must be in 1..12 (the split is by number)")
+        if any(s < 13 for s in self.test_subjects):
+            raise ValueError(f"test_subjects {self.test_subjects} must be >= 13 (the split is by number)")
+        if len(set(self.train_subjects + self.test_subjects)) != len(self.train_subjects + self.test_subjects):
+            raise ValueError("a subject number appears twice")
+        if self.duration_s * 1000 != round(self.duration_s * 1000) or self.duration_s < 0.5:
+            raise ValueError(f"duration_s={self.duration_s} must be whole milliseconds and >= 0.5 s")
+        steps = self.duration_s * 1000 / self.frame_step_ms
+        if abs(steps - round(steps)) > 1e-9:
+            raise ValueError(f"frame_step_ms={self.frame_step_ms} must divide the duration ({self.duration_s} s)")
+        unknown = set(self.motions) - set(MOTION_NAMES)
+        if unknown or not self.motions:
+            raise ValueError(f"motions {sorted(unknown) or '()'} unknown; choose from {', '.join(MOTION_NAMES)}")
+
+
+def _rng(seed: int, *branch: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, *branch]))
+
+
+def _albedo(rng: np.random.Generator) -> dict:
+    """Clothing far from the mid-grey background (dark or light), skin in between."""
+    def cloth():
+        return float(rng.uniform(0.08, 0.22) if rng.random() < 0.5 else rng.uniform(0.75, 0.95))
+    return {"shirt": cloth(), "trousers": cloth(), "skin": float(rng.uniform(0.5, 0.8)),
+            "shoes": float(rng.uniform(0.05, 0.15))}
+
+
+def add_dropouts(poses: np.ndarray, rng: np.random.Generator, runs: tuple, length_ms: tuple) -> list:
+    """Sets NaN runs (one joint, all three coordinates) in ``poses`` (N, 3, 13) in place; returns them."""
+    num = poses.shape[0]
+    dropouts = []
+    for _ in range(int(rng.integers(runs[0], runs[1] + 1))):
+        joint = int(rng.integers(0, poses.shape[2]))
+        length = int(np.clip(rng.integers(length_ms[0], length_ms[1] + 1) // 10, 1, max(1, num // 3)))
+        start = int(rng.integers(0, max(1, num - length)))
+        poses[start:start + length, :, joint] = np.nan
+        dropouts.append((joint, start, length))
+    return dropouts
+
+
+def simulate_camera_events(camera: Camera, body, frame_joints: np.ndarray, frame_step_us: float,
+                           background: np.ndarray, albedo: dict, dvs: DvsParams, rng: np.random.Generator,
+                           chunk: int = 8):
+    """Events ``(x, y, p, t)`` (official dtypes, 1-based, sorted by t) of one camera for one recording.
+
+    Frames are rendered ``chunk`` at a time (vectorised over time) on the union of their body boxes.
+    """
+    renderer = BodyRenderer(camera, body, frame_joints, background, albedo, rng)
+    full = (0, SENSOR_HEIGHT, 0, SENSOR_WIDTH)
+    simulator = EventSimulator(renderer.render(0, full), dvs, rng)
+    for chunk_start in range(1, renderer.num_frames, chunk):
+        frames = np.arange(chunk_start, min(chunk_start + chunk, renderer.num_frames))
+        region = renderer.region(chunk_start - 1, *frames)
+        patches = renderer.render_frames(frames, region)
+        log_patches = simulator.log(patches)
+        for n, patch, log_patch in zip(frames, patches, log_patches, strict=True):
+            simulator.step((n - 1) * frame_step_us, frame_step_us, region, patch, log_patch)
+    duration_us = (renderer.num_frames - 1) * frame_step_us
+    pixel, times, polarity = simulator.events()
+    noise_pixel, noise_times, noise_polarity = noise_events(rng, dvs, duration_us, background.shape)
+    pixel = np.concatenate([pixel, noise_pixel])
+    t = np.floor(np.concatenate([times, noise_times])).astype(np.int64)
+    polarity = np.concatenate([polarity, noise_polarity])
+    order = np.argsort(t, kind="stable")
+    pixel, t, polarity = pixel[order], t[order], polarity[order]
+    x = (pixel % SENSOR_WIDTH + 1).astype(np.uint16)
+    y = (pixel // SENSOR_WIDTH + 1).astype(np.uint16)
+    return x, y, polarity.astype(np.uint8), t
+
+
+def ms_to_idx(t: np.ndarray, duration_ms: int) -> np.ndarray:
+    """``[#events with t < 1000 k for k in 0 .. duration_ms]`` (index of the first event at or after k ms)."""
+    return np.searchsorted(t, 1000 * np.arange(duration_ms + 1, dtype=np.int64), side="left").astype(np.int64)
+
+
+def write_camera_matrices(cameras: dict, out_dir: pathlib.Path) -> None:
+    folder = out_dir / "P_matrices"
+    folder.mkdir(parents=True, exist_ok=True)
+    for number, camera in cameras.items():
+        np.save(folder / f"P{number}.npy", camera.projection.astype(np.float64))
+    np.save(folder / "camera_positions.npy", np.stack([cameras[n].centre for n in (1, 2, 3, 4)]).astype(np.float64))
+
+
+def write_synthetic_dhp19(
+    out_dir, config: SyntheticConfig | None = None, *, progress: bool = True, **overrides
+) -> dict:
+    """Generates the dataset of ``config`` (default preset, with keyword ``overrides``) into ``out_dir``.
+
+    Returns a summary: ``files`` (one dict per recording: name, motion, events per channel, dropouts),
+    ``total_events``, ``seconds`` (wall time) and the config as a dict; it is also saved as
+    ``synthetic_summary.json`` (without timing, so the folder is byte-for-byte reproducible).
+    """
+    config = dataclasses.replace(config or SyntheticConfig(), **overrides)
+    config.validate()
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    cameras = dhp19_like_rig(_rng(config.seed, _RIG))
+    write_camera_matrices(cameras, out_dir)
+    backgrounds = {n: make_background(_rng(config.seed, _BACKGROUND, n)) for n in (1, 2, 3, 4)}
+    duration_ms = int(round(config.duration_s * 1000))
+    num_frames = int(round(duration_ms / config.frame_step_ms)) + 1
+    frame_times = np.arange(num_frames) * config.frame_step_ms * 1e-3
+    label_times = np.arange(duration_ms // 10) * 0.01
+
+    jobs = [(s, r) for s in config.train_subjects + config.test_subjects for r in range(config.recordings_per_subject)]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(jobs) * 4, desc="synthetic DHP19", unit="camera")
+    summary_files = []
+    total_events = 0
+    for subject, recording in jobs:
+        subject_rng = _rng(config.seed, _SUBJECT, subject)
+        body = sample_proportions(subject_rng)
+        albedo = _albedo(subject_rng)
+        motion_order = subject_rng.permutation(len(config.motions))
+        motion = config.motions[int(motion_order[recording % len(config.motions)])]
+        rec_rng = _rng(config.seed, _RECORDING, subject, recording)
+        sample = sample_motion(motion, rec_rng)
+        root_xy = (float(rec_rng.uniform(-120, 120)), float(rec_rng.uniform(-120, 120)))
+        base_yaw = float(rec_rng.uniform(-12.0, 12.0))
+
+        frame_joints, labels = (
+            forward_kinematics(body, motion_channels(motion, sample, times), times.size, root_xy=root_xy,
+                               base_yaw_deg=base_yaw)
+            for times in (frame_times, label_times)
+        )
+        labels += config.label_noise_mm * rec_rng.standard_normal(labels.shape)
+        poses = np.ascontiguousarray(np.transpose(labels, (0, 2, 1)))  # (N, 3, 13)
+        dropouts = add_dropouts(poses, rec_rng, config.dropout_runs, config.dropout_ms)
+
+        name = f"S{subject}_session1_mov{recording + 1}"
+        counts = []
+        with h5py.File(out_dir / f"{name}_events.h5", "w") as events_file:
+            for channel, number in enumerate(CHANNEL_TO_MATRIX):
+                x, y, p, t = simulate_camera_events(
+                    cameras[number], body, frame_joints, config.frame_step_ms * 1000.0, backgrounds[number],
+                    albedo, config.dvs, _rng(config.seed, _CAMERA, subject, recording, number))
+                group = events_file.create_group(f"cam{channel}_events")
+                group.create_dataset("x", data=x)
+                group.create_dataset("y", data=y)
+                group.create_dataset("p", data=p)
+                group.create_dataset("t", data=t)
+                events_file.create_dataset(f"cam{channel}_ms_to_idx", data=ms_to_idx(t, duration_ms))
+                counts.append(int(t.size))
+                if bar is not None:
+                    bar.update(1)
+            events_file.attrs["synthetic_motion"] = motion
+        with h5py.File(out_dir / f"{name}_events_label.h5", "w") as label_file:
+            label_file.create_dataset("XYZ/3d_poses", data=poses.astype(np.float64))
+            label_file.create_dataset("XYZ/timestamps", data=(np.arange(poses.shape[0], dtype=np.int64) * 10000))
+        total_events += sum(counts)
+        summary_files.append({"name": name, "subject": subject, "split": "train" if subject < 13 else "test",
+                              "motion": motion, "events_per_channel": counts,
+                              "dropouts": [{"joint": JOINT_NAMES[j], "start": s, "labels": n} for j, s, n in dropouts]})
+    if bar is not None:
+        bar.close()
+    summary = {"config": dataclasses.asdict(config), "files": summary_files, "total_events": total_events}
+    (out_dir / "synthetic_summary.json").write_text(json.dumps(summary, indent=1, default=list))
+    summary["seconds"] = time.perf_counter() - started
+    return summary
