@@ -25,6 +25,10 @@ at ``s + 100`` ms (the training target of the membrane-potential loss). ``ann_la
 Labels: ``p = P @ [X; 1]``, ``u = p0 / p2``, ``v = 260 - p1 / p2``; a joint is masked (NaN) when missing or
 outside columns [34, 290) / rows [2, 258); otherwise ``(u - 34, v - 2)`` truncated to integers.
 
+One deliberate difference: a window that ends exactly at ``L`` reads up to ``ms_to_idx[L]`` (or to the last
+event when ``L == len(ms_to_idx)``); the official loader reads ``[start:-1]`` there, which drops the file's last
+event or, when the labels end early, runs past the window to the end of the file.
+
 Bad input raises :class:`DataError` naming the file and the problem; recordings that cannot give a single
 valid window (too few events, no complete window, unsorted timestamps found by ``validate='full'``) are
 skipped with a logged warning and listed in ``dataset.skipped``.
@@ -74,7 +78,7 @@ class DHP19Config:
     bin_mode: Literal["paper", "exact"] = "paper"  # span-fraction bins (official) or fixed-length bins
     step_ms: float = 1.0  # exact mode: SNN step length in ms (whole microseconds, divides window_ms)
     representation: Literal["histogram", "voxel"] = "histogram"  # SNN input: counts or time-bilinear voxels
-    ann_next: bool | None = None  # also build the ANN input at start + 100 ms; None -> only for train
+    ann_next: bool | None = None  # also build the ANN input of the next window start; None -> only for train
     validate: Literal["window", "full"] = "window"  # full: read and check all events at open time
     max_open_files: int = 64  # open h5 handles kept per loader thread
 
@@ -511,8 +515,9 @@ class DHP19Dataset(_DHP19Base):
         item = {"events": self._snn_events(rec, camera, start, end, what)}
         item["ann_input"] = self._ann_frame(rec, camera, start, what + " ANN input")
         if self.ann_next:
-            # The official loader steps back one ms when start + 100 is the recording's last index.
-            next_ms = min(start + 100, len(rec.ms_to_idx[camera]) - 1)
+            # The next window's ANN input; the official loader steps back one ms when that start is the length
+            # of ms_to_idx (one past its last entry).
+            next_ms = min(start + self.config.window_step_ms, len(rec.ms_to_idx[camera]) - 1)
             item["ann_input_next"] = self._ann_frame(rec, camera, next_ms, what + " next ANN input")
         item.update(self._labels(rec, camera, start))
         item.update(

@@ -59,7 +59,7 @@ class EventH36MConfig:
     bin_mode: Literal["paper", "exact"] = "paper"  # span-fraction bins (official) or fixed-length bins
     step_ms: float = 10.0  # exact mode: step length in ms (whole microseconds, divides window_ms)
     label_period_ms: int = 20  # labels are 50 Hz
-    ann_next: bool | None = None  # also build the ANN input at start + 100 ms; None -> only for train
+    ann_next: bool | None = None  # also build the ANN input of the next window start; None -> only for train
     max_open_files: int = 64  # open h5 handles kept per loader thread
 
 
@@ -265,7 +265,7 @@ class EventH36MDataset:
             events = rep.fixed_time_histogram(x, y, p, t, start * NS_PER_MS, self._step_ns, self.num_steps, FULL_FRAME)
         item = {"events": events, "ann_input": self._ann_frame(seq, start, what + " ANN input")}
         if self.ann_next:
-            next_ms = min(start + 100, len(seq.ms_to_idx) - 1)
+            next_ms = min(start + self.config.window_step_ms, len(seq.ms_to_idx) - 1)
             item["ann_input_next"] = self._ann_frame(seq, next_ms, what + " next ANN input")
         landmarks = np.full((self.num_steps, NUM_JOINTS, 2), np.nan, dtype=np.float32)
         period = self.config.label_period_ms
