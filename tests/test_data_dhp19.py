@@ -220,3 +220,21 @@ def test_voxel_representation_option(fixture_paths, train_set):
     assert item["events"].shape == (10, 256, 256, 2)
     # Bilinear weights of each event sum to one: the total equals the histogram's event count.
     assert item["events"].sum() == pytest.approx(train_set[0]["events"].sum(), rel=1e-5)
+
+
+def test_align_cameras_pairs_windows_by_time(fixture_paths, train_set):
+    root = fixture_paths[0]
+    # In the fixture's train recording camera 2 starts at 200 ms, camera 3 at 100 ms (its own cc_start).
+    unaligned = DHP19Dataset(root, "train", cameras=(2, 3))
+    assert [unaligned.window_start_ms("S1_session1_mov1", 0, c) for c in (2, 3)] == [200, 100]
+    np.testing.assert_array_equal(
+        unaligned.item_at("S1_session1_mov1", 200, camera=3)["events"], train_set[1]["events"]
+    )
+    with pytest.raises(KeyError, match="no window starts at 150 ms"):
+        unaligned.item_at("S1_session1_mov1", 150, camera=3)
+    aligned = DHP19Dataset(root, "train", cameras=(2, 3), align_cameras=True)
+    assert aligned.num_windows("S1_session1_mov1", 2) == aligned.num_windows("S1_session1_mov1", 3) == 7
+    pair = [aligned.item("S1_session1_mov1", 0, camera=c) for c in (2, 3)]
+    assert [p["window_start_ms"] for p in pair] == [200, 200]
+    np.testing.assert_array_equal(pair[0]["joints_3d"], pair[1]["joints_3d"])
+    np.testing.assert_array_equal(pair[1]["events"], train_set[1]["events"])

@@ -79,6 +79,7 @@ class DHP19Config:
     step_ms: float = 1.0  # exact mode: SNN step length in ms (whole microseconds, divides window_ms)
     representation: Literal["histogram", "voxel"] = "histogram"  # SNN input: counts or time-bilinear voxels
     ann_next: bool | None = None  # also build the ANN input of the next window start; None -> only for train
+    align_cameras: bool = False  # same window grid (starts) for every camera of a recording, for triangulation
     validate: Literal["window", "full"] = "window"  # full: read and check all events at open time
     max_open_files: int = 64  # open h5 handles kept per loader thread
 
@@ -428,6 +429,8 @@ class DHP19Dataset(_DHP19Base):
                 why = self._plan_windows(recording, camera)
                 if why:
                     self._skip(f"{recording.name} camera {camera}", why)
+            if config.align_cameras:
+                self._align(recording)
         # Flat index: camera-major, then recording, then window.
         self._blocks: list[tuple[int, _Recording]] = []
         self._offsets: list[int] = [0]
@@ -471,8 +474,44 @@ class DHP19Dataset(_DHP19Base):
         self._windows[recording.name, camera] = (first, count)
         return None
 
+    def _align(self, recording: _Recording) -> None:
+        """Restricts every camera of ``recording`` to the windows all of them have (same starts)."""
+        plans = [self._windows.get((recording.name, camera)) for camera in self.cameras]
+        if any(plan is None for plan in plans):
+            for camera in self.cameras:
+                if self._windows.pop((recording.name, camera), None) is not None:
+                    self._skip(f"{recording.name} camera {camera}", "another camera has no windows (align_cameras)")
+            return
+        step = self.config.window_step_ms
+        first = max(start for start, _ in plans)
+        stop = min(start + count * step for start, count in plans)
+        if any((first - start) % step for start, _ in plans):
+            raise ValueError(f"{recording.name}: camera window grids are offset, cannot align them")
+        for camera in self.cameras:
+            self._windows[recording.name, camera] = (first, max((stop - first) // step, 0))
+            if stop <= first:
+                del self._windows[recording.name, camera]
+                self._skip(f"{recording.name} camera {camera}", "cameras share no window (align_cameras)")
+
     def __len__(self) -> int:
         return self._offsets[-1]
+
+    def window_start_ms(self, recording: str, window_index: int, camera: int | None = None) -> int:
+        """Start (ms) of window ``window_index`` of ``recording`` for ``camera``."""
+        camera = self.cameras[0] if camera is None else camera
+        first, _ = self._windows[recording, camera]
+        return first + window_index * self.config.window_step_ms
+
+    def item_at(self, recording: str, start_ms: int, camera: int | None = None) -> dict:
+        """The window of ``recording`` starting at ``start_ms`` seen by ``camera`` (KeyError if none)."""
+        camera = self.cameras[0] if camera is None else camera
+        if (recording, camera) not in self._windows:
+            raise KeyError(f"recording {recording!r} has no windows for camera {camera}")
+        first, count = self._windows[recording, camera]
+        index, offset = divmod(start_ms - first, self.config.window_step_ms)
+        if offset or not 0 <= index < count:
+            raise KeyError(f"{recording} camera {camera}: no window starts at {start_ms} ms")
+        return self.item(recording, index, camera)
 
     def num_windows(self, recording: str, camera: int) -> int:
         """Number of windows of ``recording`` seen by ``camera`` (0 if it was skipped)."""
@@ -498,7 +537,9 @@ class DHP19Dataset(_DHP19Base):
     def item(self, recording: str, window_index: int, camera: int | None = None) -> dict:
         """Window ``window_index`` of ``recording`` seen by ``camera`` (default: the first configured one).
 
-        Any configured camera can be asked for, so evaluation can pair the same window across two views.
+        Window indices count from each camera's own first window (its ``cc_start``), so the same index can
+        mean different times in two cameras unless ``align_cameras`` is set; :meth:`item_at` pairs windows
+        by start time instead.
         """
         camera = self.cameras[0] if camera is None else camera
         if recording not in self._by_name:
