@@ -37,7 +37,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from hybridjax.snn.surrogate import heaviside, surrogate_grad
+from hybridjax.snn.surrogate import SURROGATE_PRIMITIVES, heaviside, surrogate_grad
 
 # The official bin length: the paper's tau and output decay are given per 10 ms step.
 REFERENCE_STEP_MS = 10.0
@@ -81,12 +81,17 @@ class LIFParams:
     detach_reset: bool = False  # treat the spike as a constant in the reset term
     surrogate: str = "atan"  # surrogate gradient name (hybridjax.snn.surrogate)
     alpha: float = 2.0  # surrogate sharpness
+    # Forward with the surrogate's smooth primitive instead of the Heaviside (atan / sigmoid only): the
+    # backward pass is then the exact derivative; used to check the hand-written VJP by finite differences.
+    smooth_forward: bool = False
 
     def __post_init__(self):
         if self.reset not in ("soft", "hard"):
             raise ValueError(f"LIFParams.reset must be 'soft' or 'hard', got {self.reset!r}")
         if self.tau < 1.0:
             raise ValueError(f"LIFParams.tau must be >= 1, got {self.tau}")
+        if self.smooth_forward and self.surrogate not in SURROGATE_PRIMITIVES:
+            raise ValueError(f"LIFParams.smooth_forward needs one of {sorted(SURROGATE_PRIMITIVES)}")
 
 
 def charge(v: jax.Array, x: jax.Array, tau: float) -> jax.Array:
@@ -95,7 +100,10 @@ def charge(v: jax.Array, x: jax.Array, tau: float) -> jax.Array:
 
 
 def _fire_and_reset(h: jax.Array, p: LIFParams) -> tuple[jax.Array, jax.Array]:
-    s = heaviside(h - p.v_threshold)
+    if p.smooth_forward:
+        s = SURROGATE_PRIMITIVES[p.surrogate](h - p.v_threshold, p.alpha)
+    else:
+        s = heaviside(h - p.v_threshold)
     if p.reset == "soft":
         v_new = h - s * p.v_threshold
     else:
@@ -139,7 +147,10 @@ def lif_step_autodiff(v: jax.Array, x: jax.Array, params: LIFParams) -> tuple[ja
     from hybridjax.snn.surrogate import spike
 
     h = charge(v, x, params.tau)
-    s = spike(h - params.v_threshold, params.surrogate, params.alpha)
+    if params.smooth_forward:
+        s = SURROGATE_PRIMITIVES[params.surrogate](h - params.v_threshold, params.alpha)
+    else:
+        s = spike(h - params.v_threshold, params.surrogate, params.alpha)
     s_reset = jax.lax.stop_gradient(s) if params.detach_reset else s
     if params.reset == "soft":
         v_new = h - s_reset * params.v_threshold

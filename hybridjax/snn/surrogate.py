@@ -60,6 +60,19 @@ def rect_grad(x: jax.Array, alpha: float) -> jax.Array:
     return jnp.where(jnp.abs(x) < 0.5 / alpha, alpha, 0.0).astype(x.dtype)
 
 
+def atan_primitive(x: jax.Array, alpha: float) -> jax.Array:
+    """S(x) = 1/2 + atan(pi/2 alpha x) / pi, whose derivative is :func:`atan_grad`."""
+    return 0.5 + jnp.arctan(math.pi / 2.0 * alpha * x) / math.pi
+
+
+def sigmoid_primitive(x: jax.Array, alpha: float) -> jax.Array:
+    """S(x) = sig(alpha x), whose derivative is :func:`sigmoid_grad`."""
+    return jax.nn.sigmoid(alpha * x)
+
+
+# Smooth spike functions whose exact derivative is the surrogate (for a smooth forward pass).
+SURROGATE_PRIMITIVES: dict[str, SurrogateGrad] = {"atan": atan_primitive, "sigmoid": sigmoid_primitive}
+
 SURROGATE_GRADS: dict[str, SurrogateGrad] = {
     "atan": atan_grad,
     "sigmoid": sigmoid_grad,
