@@ -5,7 +5,8 @@
 * Sharding: global batch ``g`` is ``order[g * B:(g + 1) * B]`` (``B`` = global ``batch_size``); process ``k`` of
   ``K`` takes the contiguous slice ``[k * B / K, (k + 1) * B / K)`` of it. The processes together see every
   global batch once and nothing twice.
-* Workers: items are read by a thread pool (h5py and numpy release the GIL for I/O and part of the array
+* Workers: each batch is read *and collated* by one worker, so the consuming (training) thread only
+  picks up finished batches; workers are a thread pool (h5py and numpy release the GIL for I/O and part of the array
   work) or, with ``worker_type='process'``, by spawned processes that each hold their own copy of the
   dataset (for many cores: no GIL, at the price of pickling each item back); at most ``prefetch`` batches
   are in flight, so memory stays bounded.
@@ -89,8 +90,10 @@ class BatchLoader:
 
     ``batch_size`` is the *global* batch; this process yields ``batch_size // process_count`` items per batch.
     ``for batch in loader`` runs one epoch and advances the epoch counter; :meth:`iter_epoch` runs a given
-    epoch. ``num_workers = 0`` reads in the calling thread. Call :meth:`close` (or use ``with``) to stop
-    the worker threads; an abandoned iteration cancels its pending reads when the generator is closed.
+    epoch. ``num_workers = 0`` reads in the calling thread. At most ``prefetch`` batches are in flight, each
+    built by one worker, so keep ``prefetch >= num_workers`` to keep every worker busy. Call :meth:`close`
+    (or use ``with``) to stop the worker threads; an abandoned iteration cancels its pending reads when the
+    generator is closed.
     """
 
     def __init__(self, dataset, batch_size: int, seed: int = 0, shuffle: bool = True, drop_last: bool = True,
@@ -164,17 +167,19 @@ class BatchLoader:
         try:
             while pending or next_batch < len(batches):
                 while next_batch < len(batches) and len(pending) < self.prefetch:
-                    pending.append([executor.submit(self._load, int(i)) for i in batches[next_batch]])
+                    indices = [int(i) for i in batches[next_batch]]
+                    pending.append(executor.submit(self._build, indices, self.time_major_keys, self.shared_keys))
                     next_batch += 1
-                futures = pending.popleft()
-                yield self._collate([future.result() for future in futures])
+                yield pending.popleft().result()
         finally:
-            for futures in pending:
-                for future in futures:
-                    future.cancel()
+            for future in pending:
+                future.cancel()
 
     def _collate(self, items: list[dict]) -> dict:
         return collate(items, self.time_major_keys, self.shared_keys)
+
+    def _build_batch(self, indices: list[int], time_major_keys, shared_keys) -> dict:
+        return collate([self.dataset[i] for i in indices], time_major_keys, shared_keys)
 
     def _get_executor(self) -> concurrent.futures.Executor:
         if self._executor is None:
@@ -182,14 +187,14 @@ class BatchLoader:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
                     max_workers=self.num_workers, thread_name_prefix="hybridjax-data"
                 )
-                self._load = self.dataset.__getitem__
+                self._build = self._build_batch
             else:
                 # spawn, not fork: the parent may already run JAX threads, which fork would copy half-way.
                 self._executor = concurrent.futures.ProcessPoolExecutor(
                     max_workers=self.num_workers, mp_context=multiprocessing.get_context("spawn"),
                     initializer=_set_worker_dataset, initargs=(self.dataset,),
                 )
-                self._load = _load_worker_item
+                self._build = _build_worker_batch
         return self._executor
 
     def close(self) -> None:
@@ -218,8 +223,8 @@ def _set_worker_dataset(dataset) -> None:
     _WORKER_DATASET = dataset
 
 
-def _load_worker_item(index: int) -> dict:
-    return _WORKER_DATASET[index]
+def _build_worker_batch(indices: list[int], time_major_keys, shared_keys) -> dict:
+    return collate([_WORKER_DATASET[i] for i in indices], time_major_keys, shared_keys)
 
 
 def measure_throughput(loader: BatchLoader, n_batches: int, epoch: int = 0) -> float:
