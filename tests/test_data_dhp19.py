@@ -125,6 +125,18 @@ def test_long_exact_steps_take_the_earliest_label(fixture_paths, train_set):
 def test_invalid_exact_step_is_rejected(fixture_paths):
     with pytest.raises(ValueError, match="step_ms"):
         DHP19Dataset(fixture_paths[0], "train", bin_mode="exact", step_ms=3.0)  # 3 ms does not divide 100
+    with pytest.raises(ValueError, match="multiples of the 10 ms label period"):
+        DHP19Dataset(fixture_paths[0], "train", window_ms=105)
+
+
+def test_longer_windows_and_steps(fixture_paths, train_set):
+    # 300 ms windows stepping 50 ms: 30 steps; window i starts at cc_start + 50 i; labels s/10 .. s/10 + 29.
+    dataset = DHP19Dataset(fixture_paths[0], "train", window_ms=300, window_step_ms=50, ann_next=False)
+    assert len(dataset) == min((1000 - 100 - 50) // 50, (1000 - 100 - 300) // 50 + 1)
+    item = dataset[2]
+    assert item["window_start_ms"] == 200 and item["events"].shape == (30, 256, 256, 2)
+    np.testing.assert_array_equal(item["joints_3d"][:10], train_set[1]["joints_3d"])
+    assert "ann_input_next" not in item
 
 
 def test_cameras_item_lookup_and_matrices(fixture_paths, train_set):

@@ -402,9 +402,14 @@ class DHP19Dataset(_DHP19Base):
         self.ann_next = config.ann_next if config.ann_next is not None else split == "train"
         if config.window_step_ms <= 0 or self.window_ms <= 0:
             raise ValueError("window_ms and window_step_ms must be positive")
+        if self.window_ms % LABEL_PERIOD_MS or config.window_step_ms % LABEL_PERIOD_MS:
+            raise ValueError(
+                f"window_ms {self.window_ms} and window_step_ms {config.window_step_ms} must be multiples of the "
+                "10 ms label period (windows start and end on label slots)"
+            )
+        if config.validate not in ("window", "full"):
+            raise ValueError(f"validate must be 'window' or 'full', got {config.validate!r}")
         if config.bin_mode == "paper":
-            if self.window_ms % LABEL_PERIOD_MS:
-                raise ValueError(f"paper bins are 10 ms: window_ms {self.window_ms} is not a multiple of 10")
             self.num_steps = self.window_ms // LABEL_PERIOD_MS
         elif config.bin_mode == "exact":
             self.step_us = round(config.step_ms * US_PER_MS)
