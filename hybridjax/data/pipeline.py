@@ -5,11 +5,11 @@
 * Sharding: global batch ``g`` is ``order[g * B:(g + 1) * B]`` (``B`` = global ``batch_size``); process ``k`` of
   ``K`` takes the contiguous slice ``[k * B / K, (k + 1) * B / K)`` of it. The processes together see every
   global batch once and nothing twice.
-* Workers: each batch is read *and collated* by one worker, so the consuming (training) thread only
-  picks up finished batches; workers are a thread pool (h5py and numpy release the GIL for I/O and part of the array
-  work) or, with ``worker_type='process'``, by spawned processes that each hold their own copy of the
-  dataset (for many cores: no GIL, at the price of pickling each item back); at most ``prefetch`` batches
-  are in flight, so memory stays bounded.
+* Workers: each batch is read *and collated* by one worker, so the consuming (training) thread only picks
+  up finished batches. Workers are threads (h5py and numpy release the GIL for I/O and part of the array
+  work) or, with ``worker_type='process'``, spawned processes that each hold their own copy of the dataset
+  (no GIL, at the price of pickling every batch back; on the 2-core development machine this was ~4x
+  slower than threads). At most ``prefetch`` batches are in flight, so memory stays bounded.
 * Collation: time-major keys (``events`` [T, H, W, 2], ``landmarks`` [T, J, 2], ``joints_3d`` [T, J, 3]) are
   stacked on axis 1 -> ``[T, B, ...]``; shared keys (``step_has_label`` [T]) must agree across the batch and
   stay ``[T]``; strings become lists; everything else is stacked on axis 0 -> ``[B, ...]``.
