@@ -31,12 +31,12 @@ import numpy as np
 class DvsParams:
     """Sensor model parameters (log intensity, microseconds)."""
 
-    threshold: float = 0.3  # nominal contrast threshold in log intensity (both polarities)
+    threshold: float = 0.2  # nominal contrast threshold in log intensity (both polarities)
     threshold_sigma: float = 0.03  # per-pixel standard deviation of the thresholds (mismatch)
     min_threshold: float = 0.05  # lower clip of the per-pixel thresholds
     refractory_us: float = 500.0  # refractory period after an emitted event
     log_eps: float = 0.02  # L = log(I + log_eps): keeps dark pixels finite and less noisy
-    background_rate_hz: float = 0.05  # background-activity noise, events per second per pixel
+    background_rate_hz: float = 0.03  # background-activity noise, events per second per pixel
     hot_pixels: int = 3  # number of hot pixels per camera
     hot_pixel_rate_hz: tuple = (20.0, 120.0)  # range of a hot pixel's event rate
 

@@ -7,7 +7,7 @@ capsule's distance field is
     s = clip(<q - A, B - A> / |B - A|^2, 0, 1),   d = |q - A - s (B - A)|
 
 and the part covers the pixel with anti-aliased coverage ``clip(r + 0.5 - d, 0, 1)``. Its grey level is
-``albedo * (0.6 + 0.4 sqrt(1 - (d/r)^2)) * (1 + 0.18 sin(2 pi n s + phase))``: cylinder-like shading plus
+``albedo * (0.6 + 0.4 sqrt(1 - (d/r)^2)) * (1 + 0.3 sin(2 pi n s + phase))``: cylinder-like shading plus
 stripes that travel with the limb (``n`` stripes per segment), so the inside of a moving limb produces
 events as well as its outline. Parts are painted far to near (painter's algorithm on the mean depth).
 
@@ -132,7 +132,7 @@ class BodyRenderer:
             grey = np.float32(0.6 * self.albedo[part]) + np.float32(0.4 * self.albedo[part]) * shade
             if self.stripes[part] > 0:
                 stripes = np.sin(np.float32(2 * np.pi * self.stripes[part]) * s + np.float32(self.stripe_phase[part]))
-                grey *= np.float32(1.0) + np.float32(0.18) * stripes
+                grey *= np.float32(1.0) + np.float32(0.3) * stripes
             if self.is_head[part]:  # darker hair on the upper part of the head (rows grow downwards)
                 grey = np.where(dy < -0.25 * radius, np.float32(0.35) * grey, grey)
             view = patch[:, pr0 - r0:pr1 - r0, pc0 - c0:pc1 - c0]

@@ -49,12 +49,12 @@ class SyntheticConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> SyntheticConfig:
-        """``"default"`` (4 + 2 subjects x 3 movements x 3 s), ``"tiny"`` (for tests: 1 + 1 subjects x 1 x 1.2 s)
+        """``"default"`` (4 + 2 subjects x 3 movements x 3 s), ``"tiny"`` (for tests: 1 + 1 subjects x 1 x 1.5 s)
         or ``"large"`` (8 + 4 subjects x 6 movements x 8 s); keyword overrides replace fields."""
         presets = {
             "default": {},
             "tiny": {"train_subjects": (1,), "test_subjects": (13,), "recordings_per_subject": 1,
-                     "duration_s": 1.2},
+                     "duration_s": 1.5},
             "large": {"train_subjects": tuple(range(1, 9)), "test_subjects": (13, 14, 15, 16),
                       "recordings_per_subject": 6, "duration_s": 8.0},
         }
