@@ -1,0 +1,172 @@
+"""PNG figures of an evaluation result (matplotlib's object API with the Agg canvas; no pyplot state).
+
+Every function takes the dict returned by :func:`hybridjax.eval.evaluate.evaluate` (or its JSON form) and a
+path, draws one figure and returns the path.
+"""
+from __future__ import annotations
+
+import math
+import pathlib
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+# DHP19 joints: head, shoulderR, shoulderL, elbowR, elbowL, hipR, hipL, handR, handL, kneeR, kneeL, footR, footL.
+BONES = (
+    (0, 1), (0, 2), (1, 2),  # head and shoulders
+    (1, 3), (3, 7), (2, 4), (4, 8),  # arms
+    (1, 5), (2, 6), (5, 6),  # torso
+    (5, 9), (9, 11), (6, 10), (10, 12),  # legs
+)
+MODEL_LABELS = {
+    "hybrid": "hybrid ANN-SNN",
+    "ann_every_label": "ANN every label",
+    "ann_held": "ANN held",
+    "snn_alone": "SNN alone (zero init)",
+    "snn_trained": "pure SNN (trained)",
+}
+MODEL_COLORS = {"hybrid": "tab:red", "ann_every_label": "tab:blue", "ann_held": "tab:cyan",
+                "snn_alone": "tab:green", "snn_trained": "tab:olive"}
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path) -> pathlib.Path:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
+def _values(per_step) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in per_step], dtype=np.float64)
+
+
+def _step_times(result: dict) -> np.ndarray:
+    """Time of every step's end in ms after the window start."""
+    setup = result["setup"]
+    return (np.arange(setup["num_steps"]) + 1) * setup["step_ms"]
+
+
+def plot_mpjpe_over_time(result: dict, path) -> pathlib.Path:
+    """2-D MPJPE per step within a window (main camera), one line per model; 3-D beside it when present."""
+    has_3d = result.get("mpjpe_3d") is not None
+    fig = _figure(11 if has_3d else 6.5, 4)
+    panels = [("mpjpe_2d_main", f"2-D MPJPE, camera {result['setup']['main_camera']} [px]")]
+    if has_3d:
+        panels.append(("mpjpe_3d", "3-D MPJPE [mm]"))
+    times = _step_times(result)
+    for i, (key, ylabel) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for model in result["setup"]["models"]:
+            values = _values(result[key][model]["per_step"])
+            valid = np.isfinite(values)
+            ax.plot(times[valid], values[valid], marker="o", markersize=3, label=MODEL_LABELS.get(model, model),
+                    color=MODEL_COLORS.get(model))
+        ax.axvline(result["setup"]["headline_ms"], color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel("time in window [ms]")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_firing_rates(result: dict, path) -> pathlib.Path:
+    """Firing rate of every LIF layer per step, one panel per spiking model."""
+    spiking = list(result["firing"])
+    fig = _figure(5.5 * len(spiking), 4)
+    times = _step_times(result)
+    cmap = colormaps["viridis"]
+    for i, name in enumerate(spiking):
+        ax = fig.add_subplot(1, len(spiking), i + 1)
+        layers = list(result["firing"][name]["per_step"])
+        for j, layer in enumerate(layers):
+            ax.plot(times, result["firing"][name]["per_step"][layer], label=layer,
+                    color=cmap(j / max(len(layers) - 1, 1)))
+        ax.set_title(MODEL_LABELS.get(name, name))
+        ax.set_xlabel("time in window [ms]")
+        ax.set_ylabel("spikes per neuron per step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def energy_accuracy_points(result: dict, preset: str = "paper") -> dict[str, tuple[float, float]]:
+    """Model -> (power in W at the output rate, headline 2-D MPJPE) for the models with a power figure."""
+    entry = result["energy"][preset]
+    mpjpe = result["mpjpe_2d_main"]
+    power = {
+        "hybrid": entry["hybrid"]["hybrid_power_w"],
+        "ann_every_label": entry["ann_every_label"]["power_w"],
+        "ann_held": entry["ann_held"]["power_w"],
+        "snn_alone": entry["snn_alone"]["snn_power_w"],
+    }
+    if "snn_trained" in entry:
+        power["snn_trained"] = entry["snn_trained"]["snn_power_w"]
+    return {m: (p, mpjpe[m]["mean_headline"]) for m, p in power.items() if m in mpjpe}
+
+
+def plot_energy_vs_accuracy(result: dict, path, preset: str = "paper") -> pathlib.Path:
+    """Power (log scale) against headline 2-D MPJPE, one point per model."""
+    fig = _figure(6, 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    for model, (power, error) in energy_accuracy_points(result, preset).items():
+        if power is None or error is None or not (math.isfinite(power) and math.isfinite(error)) or power <= 0:
+            continue
+        ax.scatter([power], [error], s=50, color=MODEL_COLORS.get(model), label=MODEL_LABELS.get(model, model))
+        ax.annotate(f"{power:.3g} W", (power, error), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xscale("log")
+    rate = result["energy"]["output_rate_hz"]
+    ax.set_xlabel(f"power at {rate:g} Hz output [W] ({preset} preset)")
+    ax.set_ylabel(f"2-D MPJPE, first {result['setup']['headline_ms']:g} ms [px]")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _draw_skeleton(ax, uv, color: str, label: str) -> None:
+    uv = np.asarray(uv, dtype=np.float64)
+    for a, b in BONES:
+        if np.all(np.isfinite(uv[[a, b]])):
+            ax.plot(uv[[a, b], 0], uv[[a, b], 1], color=color, linewidth=1.5)
+    valid = np.all(np.isfinite(uv), axis=-1)
+    ax.scatter(uv[valid, 0], uv[valid, 1], s=8, color=color, label=label)
+
+
+def plot_skeletons(samples: list[dict], path, model: str = "hybrid", num_frames: int = 3) -> pathlib.Path:
+    """Event frames with the true (green) and predicted (red) skeletons at a few steps of a few windows.
+
+    Each sample holds ``event_frames [T, H, W]``, ``landmarks [T, J, 2]`` and ``predictions[model]``.
+    Shown steps are spread over the labelled steps of the window.
+    """
+    if not samples:
+        raise ValueError("plot_skeletons: no samples (evaluate keeps EvalConfig.keep_samples windows)")
+    fig = _figure(3.2 * num_frames, 3.2 * len(samples))
+    for row, sample in enumerate(samples):
+        landmarks = np.asarray(sample["landmarks"])
+        labelled = np.flatnonzero(np.any(np.isfinite(landmarks).all(axis=-1), axis=-1))
+        if labelled.size == 0:
+            labelled = np.arange(landmarks.shape[0])
+        picks = labelled[np.linspace(0, labelled.size - 1, num_frames).round().astype(int)]
+        for col, step in enumerate(picks):
+            ax = fig.add_subplot(len(samples), num_frames, row * num_frames + col + 1)
+            frame = np.asarray(sample["event_frames"][step])
+            ax.imshow(frame, cmap="gray_r", vmin=0, vmax=max(float(frame.max()), 1.0))
+            _draw_skeleton(ax, landmarks[step], "tab:green", "true")
+            _draw_skeleton(ax, sample["predictions"][model][step], "tab:red", MODEL_LABELS.get(model, model))
+            ax.set_title(f"{sample['recording']} cam {sample['camera']}\n"
+                         f"{sample['window_start_ms']} ms + step {step}", fontsize=7)
+            ax.set_xlim(0, frame.shape[1])
+            ax.set_ylim(frame.shape[0], 0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0 and col == 0:
+                ax.legend(fontsize=6, loc="lower left")
+    return _save(fig, path)
