@@ -324,3 +324,21 @@ def test_config_rejects_wrong_splits():
         SyntheticConfig(test_subjects=(2,)).validate()
     with pytest.raises(ValueError, match="unknown synthetic preset"):
         SyntheticConfig.preset("huge")
+
+
+def test_the_dhp19_loader_reads_the_synthetic_dataset(tiny):
+    from hybridjax.data.dhp19 import DHP19Config, DHP19Dataset
+
+    out, _ = tiny
+    for split in ("train", "test"):
+        dataset = DHP19Dataset(out, split=split, config=DHP19Config(cameras=(2, 3), validate="full"))
+        assert dataset.skipped == [] and len(dataset) >= 6
+        item = dataset[len(dataset) // 2]
+        landmarks = item["landmarks"][0]
+        visible = landmarks[~np.isnan(landmarks).any(axis=1)]
+        assert visible.shape[0] >= 10  # the body is inside the 256 x 256 crop
+        counts = item["events"].sum(axis=(0, 3))
+        rows, cols = np.mgrid[:256, :256]
+        distance = np.min(np.hypot(cols[..., None] + 0.5 - visible[:, 0], rows[..., None] + 0.5 - visible[:, 1]), -1)
+        assert counts.sum() > 500
+        assert counts[distance < 25].sum() > 0.6 * counts.sum()
