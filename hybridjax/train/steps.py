@@ -1,0 +1,244 @@
+"""Pure training and evaluation steps, one per stage.
+
+Every step has the signature ``step(state, batch, rng) -> (state, metrics)`` and is a plain function of
+its arguments: what differs between stages and between one device and many lives in the static
+:class:`~hybridjax.train.state.StepSettings` of the state. :func:`compile_train_step` wraps a step in
+``jax.jit`` (one device) or ``jax.pmap`` (all local devices, replicated state, batch shards), donating the
+state in both cases.
+
+Losses (SPEC section 3), with targets built on device from the landmarks by :mod:`hybridjax.losses`
+(one-hot joint pixel, Gaussian blur sigma 2, divided by its own max):
+
+* ANN:    ``L = MSE(ann(x), target)``.
+* SNN:    ``L = sum_t m_t MSE(out_t, target_t) / sum_t m_t`` where ``m_t`` marks the steps that carry a
+  label (every step for 10 ms bins, every tenth for 1 ms steps).
+* hybrid: ``L = 0.95 * L_out + 0.05 * L_mp`` with ``L_out`` as for the SNN and
+  ``L_mp = mean_l MSE(v_init_l(ann_input_next), v_last_l)`` over the 9 LIF layers; the initialisers run on
+  the next window's ANN input in train mode and the target is not detached. The ANN is frozen (outside
+  the optimiser, see :class:`~hybridjax.train.state.TrainState`).
+
+With ``settings.axis_name`` set (under ``pmap``) the gradients, the BatchNorm running statistics and the
+metrics are averaged over that axis with ``jax.lax.pmean``; shards have equal size, so the mean of the
+shard means is the mean over the global batch. MPJPE is accumulated as (sum of errors, count) and
+summed, so it is the exact global NaN-aware mean.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from hybridjax import losses, metrics
+from hybridjax.train.state import TrainState
+
+Batch = dict
+Metrics = dict
+
+
+# --------------------------------------------------------------------------- targets and errors
+
+
+def _grid_landmarks(landmarks: jax.Array, downsample: int) -> jax.Array:
+    """Full-resolution (u, v) -> (u, v) on the grid the inputs were pooled to (pixel index floor(u / f))."""
+    if downsample == 1:
+        return landmarks
+    return jnp.floor(landmarks / downsample)
+
+
+def heatmap_targets(landmarks: jax.Array, height: int, width: int, downsample: int = 1) -> jax.Array:
+    """``[..., J, 2]`` landmarks (NaN = missing) -> blurred, max-normalised ``[..., H, W, J]`` targets."""
+    onehot = losses.landmarks_to_onehot(_grid_landmarks(landmarks, downsample), height, width)
+    return losses.gaussian_targets(onehot)
+
+
+def predicted_landmarks(heatmaps: jax.Array, downsample: int = 1) -> jax.Array:
+    """Arg-max (u, v) of ``[..., H, W, J]`` heatmaps in full-resolution pixels (centre of a pooled cell)."""
+    uv = metrics.argmax_landmarks(heatmaps)
+    if downsample == 1:
+        return uv
+    return uv * downsample + (downsample - 1) / 2.0
+
+
+def error_sum_and_count(pred_uv: jax.Array, true_uv: jax.Array, weight: jax.Array | None = None):
+    """Sum of Euclidean pixel errors over valid joints and their number.
+
+    A joint is valid where its true landmark is finite (and ``weight`` > 0, broadcast over the leading
+    axes). ``sum / count`` is :func:`hybridjax.metrics.mpjpe_2d`; the pair can be summed across devices.
+    """
+    valid = jnp.all(jnp.isfinite(true_uv), axis=-1)
+    if weight is not None:
+        valid = valid & (jnp.reshape(weight, weight.shape + (1,) * (valid.ndim - weight.ndim)) > 0)
+    diff = jnp.where(valid[..., None], pred_uv - jnp.nan_to_num(true_uv), 0.0)
+    error = jnp.sqrt(jnp.sum(diff * diff, axis=-1))
+    return jnp.sum(jnp.where(valid, error, 0.0)), jnp.sum(valid).astype(jnp.float32)
+
+
+# --------------------------------------------------------------------------- cross-device reduction
+
+
+def _mean_over_devices(tree, axis_name: str | None):
+    return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
+
+
+def _sum_over_devices(tree, axis_name: str | None):
+    return tree if axis_name is None else jax.lax.psum(tree, axis_name)
+
+
+def _finish(state: TrainState, grads, new_batch_stats, loss_terms: dict, error_sum, count):
+    """Averages over devices, applies the optimiser update and assembles the metrics dict."""
+    axis = state.settings.axis_name
+    grads = _mean_over_devices(grads, axis)
+    new_batch_stats = _mean_over_devices(new_batch_stats, axis)
+    loss_terms = _mean_over_devices(loss_terms, axis)
+    error_sum, count = _sum_over_devices((error_sum, count), axis)
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(
+        step=state.step + 1, params=params, batch_stats=new_batch_stats, opt_state=opt_state
+    )
+    out = dict(loss_terms)
+    out["grad_norm"] = optax.global_norm(grads)
+    out["mpjpe"] = error_sum / jnp.maximum(count, 1.0)
+    out["mpjpe_count"] = count
+    return new_state, out
+
+
+# --------------------------------------------------------------------------- training steps
+
+
+def ann_train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
+    """One Adam step of the ANN on frames: ``batch['ann_input']`` [B,H,W,20], ``['ann_landmarks']`` [B,J,2]."""
+    f = state.settings.downsample
+    x = batch["ann_input"]
+    targets = heatmap_targets(batch["ann_landmarks"], x.shape[1], x.shape[2], f)
+
+    def loss_fn(params):
+        heat = state.model.apply(state.variables(params), x, rngs={"dropout": rng})
+        return losses.heatmap_mse(heat, targets), heat
+
+    (loss, heat), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    error_sum, count = error_sum_and_count(predicted_landmarks(heat, f), batch["ann_landmarks"])
+    return _finish(state, grads, state.batch_stats, {"loss": loss}, error_sum, count)
+
+
+def snn_train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
+    """One step of the pure SNN on ``batch['events']`` [T,B,H,W,2] with ``['landmarks']`` [T,B,J,2]."""
+    f = state.settings.downsample
+    events, mask = batch["events"], batch["step_has_label"]
+    targets = heatmap_targets(batch["landmarks"], events.shape[2], events.shape[3], f)
+
+    def loss_fn(params):
+        out, updated = state.model.apply(
+            state.variables(params), events, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
+        )
+        return losses.sequence_loss(out.heatmaps, targets, mask), (out, updated["batch_stats"])
+
+    (loss, (out, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    error_sum, count = error_sum_and_count(
+        predicted_landmarks(out.heatmaps, f), batch["landmarks"], mask
+    )
+    terms = {"loss": loss, "spike_rate": jnp.mean(out.spike_rates)}
+    return _finish(state, grads, batch_stats, terms, error_sum, count)
+
+
+def hybrid_train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
+    """One step of the hybrid (initialisers + SNN; ANN frozen) with the official 0.95 / 0.05 loss.
+
+    ``batch``: ``ann_input`` and ``ann_input_next`` [B,H,W,20], ``events`` [T,B,H,W,2],
+    ``landmarks`` [T,B,J,2], ``step_has_label`` [T].
+    """
+    settings = state.settings
+    f = settings.downsample
+    events, mask = batch["events"], batch["step_has_label"]
+    targets = heatmap_targets(batch["landmarks"], events.shape[2], events.shape[3], f)
+
+    def loss_fn(params):
+        variables = state.variables(params)
+        out, updated = state.model.apply(
+            variables, batch["ann_input"], events, train=True, mutable=["batch_stats"],
+            rngs={"dropout": rng},
+        )
+        # The L_mp target: initial membranes from the next window's ANN input, in train mode (the
+        # initialisers' BatchNorms see that batch too), gradient kept (official: not detached).
+        variables_next = dict(variables, batch_stats=updated["batch_stats"])
+        v_next, updated = state.model.apply(
+            variables_next, batch["ann_input_next"], train=True, method="initial_states",
+            mutable=["batch_stats"],
+        )
+        loss, parts = losses.hybrid_loss(
+            out.heatmaps, targets, v_next, out.v_last, mask,
+            out_weight=settings.output_loss_weight, mp_weight=settings.membrane_loss_weight,
+        )
+        return loss, (out, updated["batch_stats"], parts["out_loss"], parts["mp_loss"])
+
+    (loss, (out, batch_stats, out_loss, mp_loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params
+    )
+    error_sum, count = error_sum_and_count(
+        predicted_landmarks(out.heatmaps, f), batch["landmarks"], mask
+    )
+    terms = {"loss": loss, "out_loss": out_loss, "mp_loss": mp_loss, "spike_rate": jnp.mean(out.spike_rates)}
+    return _finish(state, grads, batch_stats, terms, error_sum, count)
+
+
+TRAIN_STEPS = {"ann": ann_train_step, "snn": snn_train_step, "hybrid": hybrid_train_step}
+
+
+# --------------------------------------------------------------------------- evaluation step
+
+
+def eval_step(state: TrainState, batch: Batch) -> Metrics:
+    """Validation errors of a batch in inference mode (BatchNorm running statistics, no update).
+
+    Returns ``error_sum`` and ``count`` (summed over devices under pmap); MPJPE = error_sum / count over
+    the labelled steps (sequences) or frames (ANN). For sequences ``error_sum_per_step`` / ``count_per_step``
+    give the error along the window.
+    """
+    settings = state.settings
+    f = settings.downsample
+    variables = state.variables()
+    if settings.stage == "ann":
+        heat = state.model.apply(variables, batch["ann_input"])
+        error_sum, count = error_sum_and_count(predicted_landmarks(heat, f), batch["ann_landmarks"])
+        result = {"error_sum": error_sum, "count": count}
+    else:
+        if settings.stage == "snn":
+            out = state.model.apply(variables, batch["events"], train=False)
+        else:
+            out = state.model.apply(variables, batch["ann_input"], batch["events"], train=False)
+        pred = predicted_landmarks(out.heatmaps, f)
+        per_step = jax.vmap(error_sum_and_count)(pred, batch["landmarks"])
+        mask = batch["step_has_label"].astype(jnp.float32)
+        result = {
+            "error_sum": jnp.sum(per_step[0] * mask),
+            "count": jnp.sum(per_step[1] * mask),
+            "error_sum_per_step": per_step[0] * mask,
+            "count_per_step": per_step[1] * mask,
+        }
+    return _sum_over_devices(result, settings.axis_name)
+
+
+# --------------------------------------------------------------------------- compilation
+
+
+def compile_train_step(stage: str, num_devices: int):
+    """``jax.jit`` (``num_devices == 1``) or ``jax.pmap`` over axis ``'batch'`` of the stage's step.
+
+    The state is donated. Under pmap the state must be replicated (leading device axis), the batch
+    sharded (see :func:`hybridjax.train.distributed.shard_batch`) and ``rng`` replicated; the state's
+    settings must carry ``axis_name='batch'``.
+    """
+    step = TRAIN_STEPS[stage]
+    if num_devices == 1:
+        return jax.jit(step, donate_argnums=(0,))
+    return jax.pmap(step, axis_name="batch", donate_argnums=(0,))
+
+
+@functools.cache
+def compile_eval_step(num_devices: int):
+    """``jax.jit`` or ``jax.pmap`` of :func:`eval_step` (state not donated)."""
+    if num_devices == 1:
+        return jax.jit(eval_step)
+    return jax.pmap(eval_step, axis_name="batch")
