@@ -158,6 +158,15 @@ def _stack_batch(items: list[dict], batch_size: int, downsample: int) -> tuple[d
     return {"events": sum_pool(events, downsample), "ann_input": sum_pool(ann_input, downsample)}, real
 
 
+def _label_period_frames(events, label_steps: np.ndarray) -> np.ndarray:
+    """Event counts (both polarities) accumulated since the previous labelled step: ``[L, H, W]``."""
+    per_step = np.asarray(events, dtype=np.float32).sum(axis=-1)  # [T, H, W]
+    cumulative = np.cumsum(per_step, axis=0)
+    ends = cumulative[label_steps]
+    starts = np.concatenate([np.zeros_like(ends[:1]), cumulative[label_steps[:-1]]], axis=0)
+    return ends - starts
+
+
 def _to_full_resolution(uv: jax.Array, downsample: int) -> jax.Array:
     # Pixel index on the pooled grid -> centre of the pooled cell in pixels of the 256 crop.
     return uv if downsample == 1 else uv * downsample + (downsample - 1) / 2.0
@@ -287,8 +296,8 @@ def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = 
                 predictions[key] = dict(kept, joints_3d=np.asarray(item["joints_3d"], dtype=np.float64))
             if camera == main_camera and len(samples) < ec.keep_samples:
                 samples.append({"recording": item["recording"], "camera": camera,
-                                "window_start_ms": int(item["window_start_ms"]),
-                                "event_frames": np.asarray(item["events"]).sum(axis=-1),  # [T, H, W]
+                                "window_start_ms": int(item["window_start_ms"]), "steps": label_steps,
+                                "event_frames": _label_period_frames(item["events"], label_steps),
                                 "landmarks": truth, "predictions": kept})
         if ec.progress:
             log.info("evaluate: batch %d, %d / %d windows", batch_number + 1,

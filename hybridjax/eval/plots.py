@@ -143,21 +143,24 @@ def _draw_skeleton(ax, uv, color: str, label: str) -> None:
 def plot_skeletons(samples: list[dict], path, model: str = "hybrid", num_frames: int = 3) -> pathlib.Path:
     """Event frames with the true (green) and predicted (red) skeletons at a few steps of a few windows.
 
-    Each sample holds ``event_frames [T, H, W]``, ``landmarks [T, J, 2]`` and ``predictions[model]``.
-    Shown steps are spread over the labelled steps of the window.
+    Each sample holds ``steps [L]`` (the labelled steps), ``event_frames [L, H, W]`` (events since the
+    previous labelled step), ``landmarks [T, J, 2]`` and ``predictions[model] [T, J, 2]``. The shown steps
+    are spread over the labelled steps.
     """
     if not samples:
         raise ValueError("plot_skeletons: no samples (evaluate keeps EvalConfig.keep_samples windows)")
     fig = _figure(3.2 * num_frames, 3.2 * len(samples))
     for row, sample in enumerate(samples):
         landmarks = np.asarray(sample["landmarks"])
-        labelled = np.flatnonzero(np.any(np.isfinite(landmarks).all(axis=-1), axis=-1))
-        if labelled.size == 0:
-            labelled = np.arange(landmarks.shape[0])
-        picks = labelled[np.linspace(0, labelled.size - 1, num_frames).round().astype(int)]
-        for col, step in enumerate(picks):
+        steps = np.asarray(sample["steps"])
+        if len(sample["event_frames"]) != len(steps):
+            raise ValueError(f"plot_skeletons: sample {row} has {len(sample['event_frames'])} event frames "
+                             f"for {len(steps)} labelled steps")
+        picks = np.unique(np.linspace(0, len(steps) - 1, num_frames).round().astype(int))
+        for col, pick in enumerate(picks):
+            step = int(steps[pick])
             ax = fig.add_subplot(len(samples), num_frames, row * num_frames + col + 1)
-            frame = np.asarray(sample["event_frames"][step])
+            frame = np.asarray(sample["event_frames"][pick])
             ax.imshow(frame, cmap="gray_r", vmin=0, vmax=max(float(frame.max()), 1.0))
             _draw_skeleton(ax, landmarks[step], "tab:green", "true")
             _draw_skeleton(ax, sample["predictions"][model][step], "tab:red", MODEL_LABELS.get(model, model))

@@ -160,6 +160,7 @@ def write_report(result: dict, out_dir, title: str = "hybridjax evaluation", plo
         for i, sample in enumerate(result["samples"]):
             arrays[f"sample{i}_event_frames"] = sample["event_frames"]
             arrays[f"sample{i}_landmarks"] = sample["landmarks"]
+            arrays[f"sample{i}_steps"] = np.asarray(sample["steps"])
             for model, uv in sample["predictions"].items():
                 arrays[f"sample{i}_pred_{model}"] = uv
         npz_path = out_dir / "samples.npz"
