@@ -15,6 +15,7 @@ from hybridjax.data.synthetic import (
     SyntheticConfig,
     crossing_events,
     dhp19_like_rig,
+    ensure_synthetic_dhp19,
     noise_events,
     project_points,
     write_synthetic_dhp19,
@@ -342,3 +343,14 @@ def test_the_dhp19_loader_reads_the_synthetic_dataset(tiny):
         distance = np.min(np.hypot(cols[..., None] + 0.5 - visible[:, 0], rows[..., None] + 0.5 - visible[:, 1]), -1)
         assert counts.sum() > 500
         assert counts[distance < 25].sum() > 0.6 * counts.sum()
+
+
+def test_ensure_generates_once_and_refuses_foreign_folders(tmp_path):
+    config = SyntheticConfig.preset("tiny", test_subjects=(), duration_s=0.5)
+    root = ensure_synthetic_dhp19(tmp_path / "data", config, progress=False)
+    stamp = (root / "S1_session1_mov1_events.h5").stat().st_mtime_ns
+    assert ensure_synthetic_dhp19(tmp_path / "data", config, progress=False) == root
+    assert (root / "S1_session1_mov1_events.h5").stat().st_mtime_ns == stamp  # reused, not rewritten
+    assert not (tmp_path / "data.partial").exists()
+    with pytest.raises(FileExistsError, match="not the requested synthetic dataset"):
+        ensure_synthetic_dhp19(tmp_path / "data", config, progress=False, seed=5)

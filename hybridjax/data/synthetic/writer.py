@@ -226,3 +226,34 @@ def write_synthetic_dhp19(
     (out_dir / "synthetic_summary.json").write_text(json.dumps(summary, indent=1, default=list))
     summary["seconds"] = time.perf_counter() - started
     return summary
+
+
+def ensure_synthetic_dhp19(out_dir, config: SyntheticConfig | None = None, *, progress: bool = True,
+                           **overrides) -> pathlib.Path:
+    """Returns ``out_dir`` after generating the dataset there unless an identical one is already present.
+
+    "Identical" means ``synthetic_summary.json`` records the same config and every file it lists exists. The
+    data is written to ``out_dir.partial`` first and renamed, so an interrupted run never looks complete.
+    """
+    config = dataclasses.replace(config or SyntheticConfig(), **overrides)
+    out_dir = pathlib.Path(out_dir)
+    summary_path = out_dir / "synthetic_summary.json"
+    wanted = json.loads(json.dumps(dataclasses.asdict(config), default=list))
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        complete = all((out_dir / f"{entry['name']}{suffix}").is_file()
+                       for entry in summary["files"] for suffix in ("_events.h5", "_events_label.h5"))
+        if summary.get("config") == wanted and complete and (out_dir / "P_matrices" / "P4.npy").is_file():
+            return out_dir
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir}: not empty and not the requested synthetic dataset; choose another folder "
+                              "or delete it")
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    if partial.exists():
+        import shutil
+        shutil.rmtree(partial)
+    write_synthetic_dhp19(partial, config, progress=progress)
+    if out_dir.exists():
+        out_dir.rmdir()
+    partial.rename(out_dir)
+    return out_dir
