@@ -1,0 +1,39 @@
+"""Train the hybrid ANN-SNN: ann -> snn -> hybrid, then write the evaluation report.
+
+Pick a preset, then override any field::
+
+    python experiments/train.py tiny                       # synthetic data, 2 CPU cores, ~15 min
+    python experiments/train.py paper --data-dir /data/dhp19_h5 --workdir runs/paper
+    python experiments/train.py tiny --stage hybrid --hybrid.num-steps 100 --workdir runs/tiny
+
+Re-running the same command resumes from the checkpoints in the workdir (also after SIGTERM / Ctrl-C).
+"""
+from __future__ import annotations
+
+import sys
+
+import tyro
+
+from hybridjax.train.config import TrainConfig, preset_choices
+from hybridjax.train.loop import MissingCheckpointError, NonFiniteLossError, TrainingInterrupted, train
+
+
+def main(config: TrainConfig) -> int:
+    try:
+        train(config)
+    except TrainingInterrupted as stop:
+        print(str(stop), file=sys.stderr)
+        return 128 + stop.signum if stop.signum else 1
+    except (MissingCheckpointError, NonFiniteLossError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if config.evaluate_at_end and config.stage in ("all", "hybrid"):
+        from evaluate import EvaluateArgs, run_evaluation
+
+        run_evaluation(EvaluateArgs(workdir=config.workdir, max_items=config.max_eval_items))
+    return 0
+
+
+if __name__ == "__main__":
+    cfg = tyro.extras.overridable_config_cli(preset_choices(), description=__doc__)
+    sys.exit(main(cfg))
