@@ -1,6 +1,6 @@
 """Generate the synthetic DHP19 dataset (official preprocessed layout) into OUT_DIR.
 
-    python experiments/make_synthetic.py OUT_DIR [--preset default|tiny|large] [--seed 0] [--duration-s 4]
+    python experiments/make_synthetic.py OUT_DIR [--preset default|tiny|large] [--seed 0] [--duration-s 3] [--workers 2]
 """
 from __future__ import annotations
 
@@ -25,13 +25,14 @@ class MakeSyntheticArgs:
     duration_s: float | None = None  # override the preset's recording length (seconds)
     recordings_per_subject: int | None = None  # override the preset's number of movements per subject
     frame_step_ms: float | None = None  # override the rendering step (ms)
+    workers: int = 1  # processes generating recordings in parallel (the output does not depend on it)
 
 
 def main(args: MakeSyntheticArgs) -> dict:
     overrides = {name: getattr(args, name) for name in ("duration_s", "recordings_per_subject", "frame_step_ms")
                  if getattr(args, name) is not None}
     config = SyntheticConfig.preset(args.preset, seed=args.seed, **overrides)
-    summary = write_synthetic_dhp19(args.out_dir, config)
+    summary = write_synthetic_dhp19(args.out_dir, config, workers=args.workers)
     splits = {"train": 0, "test": 0}
     for entry in summary["files"]:
         splits[entry["split"]] += 1

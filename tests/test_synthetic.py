@@ -168,12 +168,12 @@ def test_events_lie_on_the_projected_skeleton(tiny):
 
 
 def test_generation_is_deterministic(tmp_path):
-    config = SyntheticConfig.preset("tiny", test_subjects=(), duration_s=0.5, seed=7)
+    config = SyntheticConfig.preset("tiny", duration_s=0.5, seed=7)
     first = write_synthetic_dhp19(tmp_path / "a", config, progress=False)
-    second = write_synthetic_dhp19(tmp_path / "b", config, progress=False)
+    second = write_synthetic_dhp19(tmp_path / "b", config, progress=False, workers=2)  # same bytes in parallel
     other = write_synthetic_dhp19(tmp_path / "c", config, progress=False, seed=8)
     assert first["files"] == second["files"]
-    for name in ["S1_session1_mov1_events.h5", "S1_session1_mov1_events_label.h5"]:
+    for name in ["S1_session1_mov1_events.h5", "S1_session1_mov1_events_label.h5", "S13_session1_mov1_events.h5"]:
         with h5py.File(tmp_path / "a" / name) as a, h5py.File(tmp_path / "b" / name) as b:
             keys = _datasets(a)
             assert keys == _datasets(b)

@@ -147,11 +147,76 @@ def write_camera_matrices(cameras: dict, out_dir: pathlib.Path) -> None:
     np.save(folder / "camera_positions.npy", np.stack([cameras[n].centre for n in (1, 2, 3, 4)]).astype(np.float64))
 
 
+def _scene(seed: int) -> tuple[dict, dict]:
+    """The camera rig and per-camera backgrounds (shared by all recordings of a seed)."""
+    cameras = dhp19_like_rig(_rng(seed, _RIG))
+    backgrounds = {n: make_background(_rng(seed, _BACKGROUND, n)) for n in (1, 2, 3, 4)}
+    return cameras, backgrounds
+
+
+def write_recording(config: SyntheticConfig, out_dir, subject: int, recording: int, on_camera=None) -> dict:
+    """Writes recording ``recording`` (0-based) of ``subject``: ``S{subject}_session1_mov{recording + 1}``.
+
+    Depends only on (config, subject, recording), so recordings can be generated in any order or in
+    parallel. ``on_camera`` is called after each camera (progress). Returns the summary entry.
+    """
+    out_dir = pathlib.Path(out_dir)
+    cameras, backgrounds = _scene(config.seed)
+    duration_ms = int(round(config.duration_s * 1000))
+    num_frames = int(round(duration_ms / config.frame_step_ms)) + 1
+    frame_times = np.arange(num_frames) * config.frame_step_ms * 1e-3
+    label_times = np.arange(duration_ms // 10) * 0.01
+
+    subject_rng = _rng(config.seed, _SUBJECT, subject)
+    body = sample_proportions(subject_rng)
+    albedo = _albedo(subject_rng)
+    motion_order = subject_rng.permutation(len(config.motions))
+    motion = config.motions[int(motion_order[recording % len(config.motions)])]
+    rec_rng = _rng(config.seed, _RECORDING, subject, recording)
+    sample = sample_motion(motion, rec_rng)
+    root_xy = (float(rec_rng.uniform(-120, 120)), float(rec_rng.uniform(-120, 120)))
+    base_yaw = float(rec_rng.uniform(-12.0, 12.0))
+    frame_joints, labels = (
+        forward_kinematics(body, motion_channels(motion, sample, times), times.size, root_xy=root_xy,
+                           base_yaw_deg=base_yaw)
+        for times in (frame_times, label_times)
+    )
+    labels += config.label_noise_mm * rec_rng.standard_normal(labels.shape)
+    poses = np.ascontiguousarray(np.transpose(labels, (0, 2, 1)))  # (N, 3, 13)
+    dropouts = add_dropouts(poses, rec_rng, config.dropout_runs, config.dropout_ms)
+
+    name = f"S{subject}_session1_mov{recording + 1}"
+    counts = []
+    with h5py.File(out_dir / f"{name}_events.h5", "w") as events_file:
+        for channel, number in enumerate(CHANNEL_TO_MATRIX):
+            x, y, p, t = simulate_camera_events(
+                cameras[number], body, frame_joints, config.frame_step_ms * 1000.0, backgrounds[number],
+                albedo, config.dvs, _rng(config.seed, _CAMERA, subject, recording, number))
+            group = events_file.create_group(f"cam{channel}_events")
+            group.create_dataset("x", data=x)
+            group.create_dataset("y", data=y)
+            group.create_dataset("p", data=p)
+            group.create_dataset("t", data=t)
+            events_file.create_dataset(f"cam{channel}_ms_to_idx", data=ms_to_idx(t, duration_ms))
+            counts.append(int(t.size))
+            if on_camera is not None:
+                on_camera()
+        events_file.attrs["synthetic_motion"] = motion
+    with h5py.File(out_dir / f"{name}_events_label.h5", "w") as label_file:
+        label_file.create_dataset("XYZ/3d_poses", data=poses.astype(np.float64))
+        label_file.create_dataset("XYZ/timestamps", data=(np.arange(poses.shape[0], dtype=np.int64) * 10000))
+    return {"name": name, "subject": subject, "split": "train" if subject < 13 else "test", "motion": motion,
+            "events_per_channel": counts,
+            "dropouts": [{"joint": JOINT_NAMES[j], "start": s, "labels": n} for j, s, n in dropouts]}
+
+
 def write_synthetic_dhp19(
-    out_dir, config: SyntheticConfig | None = None, *, progress: bool = True, **overrides
+    out_dir, config: SyntheticConfig | None = None, *, progress: bool = True, workers: int = 1, **overrides
 ) -> dict:
     """Generates the dataset of ``config`` (default preset, with keyword ``overrides``) into ``out_dir``.
 
+    ``workers > 1`` generates recordings in that many processes (spawned, so it is safe from a process that
+    already runs JAX); the output is identical for any number of workers.
     Returns a summary: ``files`` (one dict per recording: name, motion, events per channel, dropouts),
     ``total_events``, ``seconds`` (wall time) and the config as a dict; it is also saved as
     ``synthetic_summary.json`` (without timing, so the folder is byte-for-byte reproducible).
@@ -161,67 +226,30 @@ def write_synthetic_dhp19(
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    cameras = dhp19_like_rig(_rng(config.seed, _RIG))
-    write_camera_matrices(cameras, out_dir)
-    backgrounds = {n: make_background(_rng(config.seed, _BACKGROUND, n)) for n in (1, 2, 3, 4)}
-    duration_ms = int(round(config.duration_s * 1000))
-    num_frames = int(round(duration_ms / config.frame_step_ms)) + 1
-    frame_times = np.arange(num_frames) * config.frame_step_ms * 1e-3
-    label_times = np.arange(duration_ms // 10) * 0.01
-
+    write_camera_matrices(_scene(config.seed)[0], out_dir)
     jobs = [(s, r) for s in config.train_subjects + config.test_subjects for r in range(config.recordings_per_subject)]
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(jobs) * 4, desc="synthetic DHP19", unit="camera")
-    summary_files = []
-    total_events = 0
-    for subject, recording in jobs:
-        subject_rng = _rng(config.seed, _SUBJECT, subject)
-        body = sample_proportions(subject_rng)
-        albedo = _albedo(subject_rng)
-        motion_order = subject_rng.permutation(len(config.motions))
-        motion = config.motions[int(motion_order[recording % len(config.motions)])]
-        rec_rng = _rng(config.seed, _RECORDING, subject, recording)
-        sample = sample_motion(motion, rec_rng)
-        root_xy = (float(rec_rng.uniform(-120, 120)), float(rec_rng.uniform(-120, 120)))
-        base_yaw = float(rec_rng.uniform(-12.0, 12.0))
+    if workers <= 1:
+        summary_files = [write_recording(config, out_dir, s, r, on_camera=bar.update if bar else None)
+                         for s, r in jobs]
+    else:
+        import concurrent.futures
+        import multiprocessing
 
-        frame_joints, labels = (
-            forward_kinematics(body, motion_channels(motion, sample, times), times.size, root_xy=root_xy,
-                               base_yaw_deg=base_yaw)
-            for times in (frame_times, label_times)
-        )
-        labels += config.label_noise_mm * rec_rng.standard_normal(labels.shape)
-        poses = np.ascontiguousarray(np.transpose(labels, (0, 2, 1)))  # (N, 3, 13)
-        dropouts = add_dropouts(poses, rec_rng, config.dropout_runs, config.dropout_ms)
-
-        name = f"S{subject}_session1_mov{recording + 1}"
-        counts = []
-        with h5py.File(out_dir / f"{name}_events.h5", "w") as events_file:
-            for channel, number in enumerate(CHANNEL_TO_MATRIX):
-                x, y, p, t = simulate_camera_events(
-                    cameras[number], body, frame_joints, config.frame_step_ms * 1000.0, backgrounds[number],
-                    albedo, config.dvs, _rng(config.seed, _CAMERA, subject, recording, number))
-                group = events_file.create_group(f"cam{channel}_events")
-                group.create_dataset("x", data=x)
-                group.create_dataset("y", data=y)
-                group.create_dataset("p", data=p)
-                group.create_dataset("t", data=t)
-                events_file.create_dataset(f"cam{channel}_ms_to_idx", data=ms_to_idx(t, duration_ms))
-                counts.append(int(t.size))
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [pool.submit(write_recording, config, out_dir, s, r) for s, r in jobs]
+            for future in concurrent.futures.as_completed(futures):
+                future.result()
                 if bar is not None:
-                    bar.update(1)
-            events_file.attrs["synthetic_motion"] = motion
-        with h5py.File(out_dir / f"{name}_events_label.h5", "w") as label_file:
-            label_file.create_dataset("XYZ/3d_poses", data=poses.astype(np.float64))
-            label_file.create_dataset("XYZ/timestamps", data=(np.arange(poses.shape[0], dtype=np.int64) * 10000))
-        total_events += sum(counts)
-        summary_files.append({"name": name, "subject": subject, "split": "train" if subject < 13 else "test",
-                              "motion": motion, "events_per_channel": counts,
-                              "dropouts": [{"joint": JOINT_NAMES[j], "start": s, "labels": n} for j, s, n in dropouts]})
+                    bar.update(4)
+            summary_files = [future.result() for future in futures]
     if bar is not None:
         bar.close()
+    total_events = sum(sum(entry["events_per_channel"]) for entry in summary_files)
     summary = {"config": dataclasses.asdict(config), "files": summary_files, "total_events": total_events}
     (out_dir / "synthetic_summary.json").write_text(json.dumps(summary, indent=1, default=list))
     summary["seconds"] = time.perf_counter() - started
@@ -229,7 +257,7 @@ def write_synthetic_dhp19(
 
 
 def ensure_synthetic_dhp19(out_dir, config: SyntheticConfig | None = None, *, progress: bool = True,
-                           **overrides) -> pathlib.Path:
+                           workers: int = 1, **overrides) -> pathlib.Path:
     """Returns ``out_dir`` after generating the dataset there unless an identical one is already present.
 
     "Identical" means ``synthetic_summary.json`` records the same config and every file it lists exists. The
@@ -252,7 +280,7 @@ def ensure_synthetic_dhp19(out_dir, config: SyntheticConfig | None = None, *, pr
     if partial.exists():
         import shutil
         shutil.rmtree(partial)
-    write_synthetic_dhp19(partial, config, progress=progress)
+    write_synthetic_dhp19(partial, config, progress=progress, workers=workers)
     if out_dir.exists():
         out_dir.rmdir()
     partial.rename(out_dir)
