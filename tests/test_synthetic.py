@@ -354,3 +354,27 @@ def test_ensure_generates_once_and_refuses_foreign_folders(tmp_path):
     assert not (tmp_path / "data.partial").exists()
     with pytest.raises(FileExistsError, match="not the requested synthetic dataset"):
         ensure_synthetic_dhp19(tmp_path / "data", config, progress=False, seed=5)
+
+
+def test_chunked_steps_equal_single_steps():
+    rng = np.random.default_rng(5)
+    params = DvsParams(threshold=0.2, refractory_us=150.0)
+    grey = np.clip(0.5 + np.cumsum(rng.normal(0, 0.05, (25, 12, 9)), axis=0), 0.02, 1.0).astype(np.float32)
+    single = EventSimulator(grey[0], params, np.random.default_rng(1))
+    chunked = EventSimulator(grey[0], params, np.random.default_rng(1))
+    region = (2, 10, 1, 8)
+    for n in range(1, 25):
+        single.step((n - 1) * 500.0, 500.0, region, grey[n, 2:10, 1:8])
+    for start in range(1, 25, 8):
+        chunked.step_many((start - 1) * 500.0, 500.0, region, chunked.log(grey[start:start + 8, 2:10, 1:8]))
+    def sorted_events(simulator):
+        pixel, t, polarity = simulator.events()
+        order = np.lexsort((pixel, t))  # by time, then pixel
+        return pixel[order], t[order], polarity[order]
+
+    got_single, got_chunked = sorted_events(single), sorted_events(chunked)
+    assert got_single[0].size > 50
+    for a, b in zip(got_single, got_chunked, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(single.ref, chunked.ref)
+    np.testing.assert_array_equal(single.last_t, chunked.last_t)

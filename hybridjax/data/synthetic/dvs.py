@@ -131,6 +131,40 @@ class EventSimulator:
             self._polarity.append(polarity)
         self.log_intensity[window] = new_log
 
+    def step_many(self, t0: float, dt: float, region: tuple, log_patches: np.ndarray) -> None:
+        """K consecutive steps ``t0 + k dt -> t0 + (k + 1) dt`` on one region, given log patches ``(K, h, w)``.
+
+        Equivalent to K calls of :meth:`step`, but only pixels that pass a threshold at some frame of the
+        chunk (against their reference at the chunk start) are stepped; the others cannot fire, because a
+        pixel's reference only moves when it crosses a level.
+        """
+        r0, r1, c0, c1 = region
+        if r0 >= r1 or c0 >= c1:
+            return
+        window = (slice(r0, r1), slice(c0, c1))
+        diff = log_patches - self.ref[window]
+        candidate = (diff.max(axis=0) >= self.c_on[window]) | (diff.min(axis=0) <= -self.c_off[window])
+        rows, cols = np.nonzero(candidate)
+        if rows.size:
+            levels = log_patches[:, rows, cols]
+            rows += r0
+            cols += c0
+            previous = self.log_intensity[rows, cols]
+            ref, last = self.ref[rows, cols], self.last_t[rows, cols]
+            c_on, c_off = self.c_on[rows, cols], self.c_off[rows, cols]
+            flat = rows * self.shape[1] + cols
+            for k in range(levels.shape[0]):
+                pixel, times, polarity, ref, last = crossing_events(
+                    previous, levels[k], ref, c_on, c_off, last, t0 + k * dt, dt, self.params.refractory_us)
+                previous = levels[k]
+                if pixel.size:
+                    self._pixels.append(flat[pixel])
+                    self._times.append(times)
+                    self._polarity.append(polarity)
+            self.ref[rows, cols] = ref
+            self.last_t[rows, cols] = last
+        self.log_intensity[window] = log_patches[-1]
+
     def events(self):
         """All events so far as ``(flat pixel index, time us float, polarity uint8)``, in step order."""
         if not self._pixels:

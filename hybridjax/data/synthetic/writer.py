@@ -117,10 +117,8 @@ def simulate_camera_events(camera: Camera, body, frame_joints: np.ndarray, frame
     for chunk_start in range(1, renderer.num_frames, chunk):
         frames = np.arange(chunk_start, min(chunk_start + chunk, renderer.num_frames))
         region = renderer.region(chunk_start - 1, *frames)
-        patches = renderer.render_frames(frames, region)
-        log_patches = simulator.log(patches)
-        for n, patch, log_patch in zip(frames, patches, log_patches, strict=True):
-            simulator.step((n - 1) * frame_step_us, frame_step_us, region, patch, log_patch)
+        log_patches = simulator.log(renderer.render_frames(frames, region))
+        simulator.step_many((frames[0] - 1) * frame_step_us, frame_step_us, region, log_patches)
     duration_us = (renderer.num_frames - 1) * frame_step_us
     pixel, times, polarity = simulator.events()
     noise_pixel, noise_times, noise_polarity = noise_events(rng, dvs, duration_us, background.shape)
