@@ -106,7 +106,7 @@ def add_dropouts(poses: np.ndarray, rng: np.random.Generator, runs: tuple, lengt
 
 def simulate_camera_events(camera: Camera, body, frame_joints: np.ndarray, frame_step_us: float,
                            background: np.ndarray, albedo: dict, dvs: DvsParams, rng: np.random.Generator,
-                           chunk: int = 8):
+                           chunk: int = 16):
     """Events ``(x, y, p, t)`` (official dtypes, 1-based, sorted by t) of one camera for one recording.
 
     Frames are rendered ``chunk`` at a time (vectorised over time) on the union of their body boxes.
