@@ -378,3 +378,13 @@ def test_chunked_steps_equal_single_steps():
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(single.ref, chunked.ref)
     np.testing.assert_array_equal(single.last_t, chunked.last_t)
+
+
+def test_default_preset_covers_the_movement_library():
+    from hybridjax.data.synthetic.writer import _motion_index
+
+    config = SyntheticConfig.preset("default")
+    train = {config.motions[_motion_index(config, s, r)] for s in config.train_subjects for r in range(3)}
+    test = [config.motions[_motion_index(config, s, r)] for s in config.test_subjects for r in range(3)]
+    assert train == set(MOTION_NAMES) and len(MOTION_NAMES) == 10
+    assert len(set(test)) == 6  # six different movements in the six test recordings

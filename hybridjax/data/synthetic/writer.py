@@ -28,7 +28,7 @@ from .motions import MOTION_NAMES, motion_channels, sample_motion
 from .render import BodyRenderer, make_background
 
 # SeedSequence branches (first entropy word after the seed), fixed forever for reproducibility.
-_RIG, _SUBJECT, _RECORDING, _CAMERA, _BACKGROUND = range(5)
+_RIG, _SUBJECT, _RECORDING, _CAMERA, _BACKGROUND, _MOTION_ORDER = range(6)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +81,17 @@ class SyntheticConfig:
 
 def _rng(seed: int, *branch: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *branch]))
+
+
+def _motion_index(config: SyntheticConfig, subject: int, recording: int) -> int:
+    """Deals the movement pool (in a seeded order) round-robin over each split's recordings.
+
+    So every split covers the whole library as soon as it has as many recordings as there are movements.
+    """
+    order = _rng(config.seed, _MOTION_ORDER).permutation(len(config.motions))
+    split = config.train_subjects if subject in config.train_subjects else config.test_subjects
+    slot = split.index(subject) * config.recordings_per_subject + recording
+    return int(order[slot % len(config.motions)])
 
 
 def _albedo(rng: np.random.Generator) -> dict:
@@ -168,8 +179,7 @@ def write_recording(config: SyntheticConfig, out_dir, subject: int, recording: i
     subject_rng = _rng(config.seed, _SUBJECT, subject)
     body = sample_proportions(subject_rng)
     albedo = _albedo(subject_rng)
-    motion_order = subject_rng.permutation(len(config.motions))
-    motion = config.motions[int(motion_order[recording % len(config.motions)])]
+    motion = config.motions[_motion_index(config, subject, recording)]
     rec_rng = _rng(config.seed, _RECORDING, subject, recording)
     sample = sample_motion(motion, rec_rng)
     root_xy = (float(rec_rng.uniform(-120, 120)), float(rec_rng.uniform(-120, 120)))
