@@ -1,0 +1,128 @@
+"""End to end: evaluate() with the tiny model on the DHP19 fixture, checked against direct model calls."""
+import jax
+import numpy as np
+import pytest
+
+from hybridjax import metrics
+from hybridjax.eval import firing
+from hybridjax.eval.evaluate import EvalConfig, dhp19_ann_inputs, evaluate, sum_pool
+from hybridjax.eval.report import write_report
+from hybridjax.models import HybridModel, ModelConfig
+
+POOL = 4  # evaluate at 64x64 (inputs sum-pooled by 4) to keep the test fast on CPU
+
+
+@pytest.fixture(scope="module")
+def fixture_dataset(shared_dir):
+    from hybridjax.data import DHP19Dataset
+
+    return DHP19Dataset(shared_dir / "fixtures" / "dhp19_mini", "test", cameras=(3, 2))
+
+
+def _numpy_variables(model, ann_input, events, seed: int = 0):
+    """Model variables with Xavier-normal kernels drawn by numpy (jitting the model's RNG init is slow on CPU).
+
+    Shapes come from ``jax.eval_shape(model.init)``; BatchNorm scales and variances are ones, means and
+    biases zeros.
+    """
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), ann_input, events)
+
+    def fill(path, leaf):
+        name = str(path[-1].key)
+        if name in ("scale", "var"):
+            return np.ones(leaf.shape, leaf.dtype)
+        if name in ("bias", "mean"):
+            return np.zeros(leaf.shape, leaf.dtype)
+        kh, kw, cin, cout = leaf.shape
+        std = np.sqrt(2.0 / (kh * kw * (cin + cout)))
+        return (std * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(fixture_dataset):
+    cfg = ModelConfig.preset("tiny_10ms")
+    item = fixture_dataset[0]
+    ann_input = sum_pool(item["ann_input"][None], POOL)
+    events = sum_pool(item["events"][:, None], POOL)
+    return cfg, _numpy_variables(HybridModel(cfg), ann_input, events, seed=3)
+
+
+def test_default_ann_inputs_match_the_items(fixture_dataset):
+    item = fixture_dataset[1]
+    build = dhp19_ann_inputs(fixture_dataset)
+    frames = build(item["recording"], item["camera"], [item["window_start_ms"]])
+    np.testing.assert_array_equal(frames[0], item["ann_input"])
+
+
+def test_evaluate_end_to_end(fixture_dataset, tiny_model, tmp_path):
+    cfg, variables = tiny_model
+    calls = []
+
+    def own_ann_input(recording, camera, ms_list):
+        # Stand-in for the every-label ANN inputs: the window's own input at every label time, so the
+        # "ANN every label" predictions must equal the "ANN held" ones exactly.
+        calls.append(list(ms_list))
+        start = ms_list[0] - 10
+        index = [i for i, (c, r, _) in enumerate(fixture_dataset.index()) if c == camera and r == recording]
+        for i in index:
+            item = fixture_dataset[i]
+            if item["window_start_ms"] == start:
+                return np.stack([item["ann_input"]] * len(ms_list))
+        raise AssertionError(f"no window of {recording} camera {camera} starts at {start} ms")
+
+    ec = EvalConfig(batch_size=3, max_windows=1, downsample=POOL, keep_samples=1)  # 2 windows, padded to 3
+    result = evaluate(variables, cfg, fixture_dataset, ec, ann_inputs_fn=own_ann_input)
+
+    setup = result["setup"]
+    assert setup["num_windows"] == 2 and setup["num_steps"] == 20 and setup["headline_steps"] == 10
+    item3 = fixture_dataset[0]
+    start = item3["window_start_ms"]
+    assert calls[0] == [start + 10 * (k + 1) for k in range(20)]
+    main = result["mpjpe_2d_main"]
+    np.testing.assert_array_equal(main["ann_every_label"]["per_step"], main["ann_held"]["per_step"])
+
+    # The hybrid's per-step error recomputed directly from the model for the one camera-3 window.
+    ann_input = sum_pool(item3["ann_input"][None], POOL)
+    events = sum_pool(item3["events"][:, None], POOL)
+    apply = jax.jit(HybridModel(cfg).apply)
+    out = apply(variables, ann_input, events)
+    uv = np.asarray(metrics.argmax_landmarks(out.heatmaps))[:, 0] * POOL + (POOL - 1) / 2
+    err = np.linalg.norm(uv - item3["landmarks"], axis=-1)  # [T, J]
+    np.testing.assert_allclose(main["hybrid"]["per_step"], np.nanmean(err, axis=1), rtol=1e-6)
+    assert main["hybrid"]["mean_headline"] == pytest.approx(np.nanmean(err[:10]), rel=1e-6)
+    assert main["hybrid"]["count"] == np.isfinite(err).sum()
+
+    # Firing rates: the camera-3 and camera-2 windows pooled, vs the model's spike counts / neurons.
+    item2 = fixture_dataset[fixture_dataset.index().index((2, item3["recording"], 0))]
+    both_ann = np.concatenate([ann_input, sum_pool(item2["ann_input"][None], POOL)])
+    both_events = np.concatenate([events, sum_pool(item2["events"][:, None], POOL)], axis=1)
+    counts = np.asarray(apply(variables, both_ann, both_events).spike_counts)
+    neurons = firing.lif_neuron_counts(cfg, 64, 64)
+    expected_rates = firing.firing_rates(counts, neurons)
+    got = np.array([result["firing"]["hybrid"]["per_step"][layer] for layer in firing.LIF_LAYERS]).T
+    np.testing.assert_allclose(got, expected_rates, rtol=1e-6)
+
+    # 3-D: the two first windows are the same time seen by both cameras.
+    assert result["mpjpe_3d"]["windows"] == 1 and result["mpjpe_3d"]["cameras"] == [2, 3]
+    assert np.isfinite(result["mpjpe_3d"]["hybrid"]["mean"])
+    # Energy: MACs of the 64x64 model, both presets, a reduction below 1.
+    assert result["macs"]["height"] == 64
+    for preset in ("paper", "horowitz45_fp32"):
+        hybrid = result["energy"][preset]["hybrid"]
+        assert 0.0 < hybrid["power_reduction"] < 1.0
+        assert hybrid["ann_power_w"] == pytest.approx(result["energy"][preset]["ann_every_label"]["power_w"])
+    written = write_report(result, tmp_path)
+    assert written["markdown"].read_text().startswith("# hybridjax evaluation")
+
+
+@pytest.mark.slow
+def test_evaluate_full_resolution_with_real_every_label_inputs(fixture_dataset):
+    cfg = ModelConfig.preset("tiny_10ms")
+    item = fixture_dataset[0]
+    variables = _numpy_variables(HybridModel(cfg), item["ann_input"][None], item["events"][:, None])
+    result = evaluate(variables, cfg, fixture_dataset, EvalConfig(batch_size=2, max_windows=1))
+    assert result["macs"]["height"] == 256
+    assert result["mpjpe_2d_main"]["ann_every_label"]["count"] == 20 * 13
