@@ -157,8 +157,9 @@ def test_events_lie_on_the_projected_skeleton(tiny):
         pairs = _events_and_skeletons(out, name)
         correct = _fraction_near(pairs)
         assert correct > 0.6, (name, correct)  # the rest is background noise and hot pixels
-        for shift in ((30, 0), (-30, 0), (0, -30)):
-            assert _fraction_near(pairs, shift) < 0.75 * correct, (name, shift)
+        # Moved 30 px diagonally the skeleton misses most events (any limb direction).
+        shifted = np.mean([_fraction_near(pairs, shift) for shift in ((30, 30), (-30, 30), (30, -30), (-30, -30))])
+        assert shifted < 0.7 * correct, (name, shifted, correct)
         # The best alignment is at zero offset: to 2 px across the body (left-right symmetric), to 6 px
         # vertically (the torso and feet capsules extend below the hip and foot joints).
         scores = {du: _fraction_near(pairs, (du, 0), radius=8.0) for du in range(-6, 7, 2)}

@@ -84,13 +84,17 @@ def _rng(seed: int, *branch: int) -> np.random.Generator:
 
 
 def _motion_index(config: SyntheticConfig, subject: int, recording: int) -> int:
-    """Deals the movement pool (in a seeded order) round-robin over each split's recordings.
+    """Deals the movement pool (in a seeded order) round-robin: train recordings first, then test ones.
 
-    So every split covers the whole library as soon as it has as many recordings as there are movements.
+    So the train split covers the whole library as soon as it has as many recordings as there are
+    movements, and the test split continues the deal (different movements first, then all of them).
     """
     order = _rng(config.seed, _MOTION_ORDER).permutation(len(config.motions))
-    split = config.train_subjects if subject in config.train_subjects else config.test_subjects
-    slot = split.index(subject) * config.recordings_per_subject + recording
+    if subject in config.train_subjects:
+        slot = config.train_subjects.index(subject) * config.recordings_per_subject + recording
+    else:
+        offset = len(config.train_subjects) * config.recordings_per_subject
+        slot = offset + config.test_subjects.index(subject) * config.recordings_per_subject + recording
     return int(order[slot % len(config.motions)])
 
 
