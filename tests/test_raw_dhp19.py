@@ -197,6 +197,9 @@ def test_reader_errors_name_the_problem(tmp_path):
     path.write_bytes(b"#!AER-DAT3.1\r\n" + bytes(16))
     with pytest.raises(DataError, match="AEDAT version 3.1 is not supported"):
         read_aedat2(path)
+    path.write_bytes(b"#!AER-DAT2.0\r\n# Data form")
+    with pytest.raises(DataError, match="header line without end"):
+        read_aedat2(path)
     path.write_bytes(HEADER)
     with pytest.raises(DataError, match="no events after the header"):
         read_aedat2(path)

@@ -74,27 +74,34 @@ class RawRecording:
 
 
 def read_aedat2(path) -> tuple[np.ndarray, np.ndarray]:
-    """``(address, timestamp)`` uint32 arrays of an AEDAT 2.0 file; DataError when it is not readable."""
+    """``(address, timestamp)`` uint32 arrays of an AEDAT 2.0 file; DataError when it is not readable.
+
+    Only the header is parsed in Python; the events are read straight into numpy (release files reach
+    hundreds of MB).
+    """
     path = pathlib.Path(path)
-    data = path.read_bytes()
     offset = 0
     version = None
-    while offset < len(data) and data[offset:offset + 1] == b"#":
-        end = data.find(b"\n", offset)
-        if end < 0:
-            raise DataError(path, "header line without end (truncated in the header)")
-        line = data[offset:end].strip()
-        if line.startswith(b"#!AER-DAT"):
-            version = line[len(b"#!AER-DAT"):].decode("ascii", "replace")
-        offset = end + 1
+    with open(path, "rb") as file:
+        while True:
+            first = file.read(1)
+            if first != b"#":
+                break
+            line = first + file.readline()
+            if not line.endswith(b"\n"):
+                raise DataError(path, "header line without end (truncated in the header)")
+            if line.startswith(b"#!AER-DAT"):
+                version = line[len(b"#!AER-DAT"):].strip().decode("ascii", "replace")
+            offset += len(line)
+    size = path.stat().st_size
     if version is not None and not version.startswith("2"):
         raise DataError(path, f"AEDAT version {version} is not supported (expected 2.0)")
-    remainder = (len(data) - offset) % 8
+    remainder = (size - offset) % 8
     if remainder:
-        raise DataError(path, f"truncated: {remainder} trailing bytes after {(len(data) - offset) // 8} events")
-    if len(data) == offset:
+        raise DataError(path, f"truncated: {remainder} trailing bytes after {(size - offset) // 8} events")
+    if size == offset:
         raise DataError(path, "no events after the header")
-    pairs = np.frombuffer(data, dtype=">u4", offset=offset).reshape(-1, 2)
+    pairs = np.fromfile(path, dtype=">u4", offset=offset).reshape(-1, 2)
     return pairs[:, 0].astype(np.uint32), pairs[:, 1].astype(np.uint32)
 
 

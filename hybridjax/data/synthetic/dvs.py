@@ -38,7 +38,7 @@ class DvsParams:
     log_eps: float = 0.02  # L = log(I + log_eps): keeps dark pixels finite and less noisy
     background_rate_hz: float = 0.03  # background-activity noise, events per second per pixel
     hot_pixels: int = 3  # number of hot pixels per camera
-    hot_pixel_rate_hz: tuple = (20.0, 120.0)  # range of a hot pixel's event rate
+    hot_pixel_rate_hz: tuple[float, float] = (20.0, 120.0)  # range of a hot pixel's event rate
 
 
 def crossing_events(l0, l1, ref, c_on, c_off, last_t, t0: float, dt: float, refractory: float):
