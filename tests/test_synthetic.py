@@ -355,6 +355,8 @@ def test_ensure_generates_once_and_refuses_foreign_folders(tmp_path):
     assert not (tmp_path / "data.partial").exists()
     with pytest.raises(FileExistsError, match="not the requested synthetic dataset"):
         ensure_synthetic_dhp19(tmp_path / "data", config, progress=False, seed=5)
+    with pytest.raises(FileExistsError, match="holds recordings this config does not write"):
+        write_synthetic_dhp19(tmp_path / "data", config, progress=False, train_subjects=(2,))
 
 
 def test_chunked_steps_equal_single_steps():

@@ -238,8 +238,13 @@ def write_synthetic_dhp19(
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    write_camera_matrices(_scene(config.seed)[0], out_dir)
     jobs = [(s, r) for s in config.train_subjects + config.test_subjects for r in range(config.recordings_per_subject)]
+    planned = {f"S{s}_session1_mov{r + 1}_events.h5" for s, r in jobs}
+    stale = sorted(p.name for p in out_dir.glob("*_events.h5") if p.name not in planned)
+    if stale:  # a loader would mix them into the splits
+        raise FileExistsError(f"{out_dir}: holds recordings this config does not write ({', '.join(stale[:3])}"
+                              f"{', ...' if len(stale) > 3 else ''}); use an empty folder")
+    write_camera_matrices(_scene(config.seed)[0], out_dir)
     bar = None
     if progress:
         from tqdm import tqdm
