@@ -19,14 +19,14 @@ def fixture_dataset(shared_dir):
     return DHP19Dataset(shared_dir / "fixtures" / "dhp19_mini", "test", cameras=(3, 2))
 
 
-def _numpy_variables(model, ann_input, events, seed: int = 0):
+def _numpy_variables(model, *inputs, seed: int = 0):
     """Model variables with Xavier-normal kernels drawn by numpy (jitting the model's RNG init is slow on CPU).
 
     Shapes come from ``jax.eval_shape(model.init)``; BatchNorm scales and variances are ones, means and
     biases zeros.
     """
     rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), ann_input, events)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), *inputs)
 
     def fill(path, leaf):
         name = str(path[-1].key)
@@ -119,10 +119,17 @@ def test_evaluate_end_to_end(fixture_dataset, tiny_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_full_resolution_with_real_every_label_inputs(fixture_dataset):
+def test_evaluate_full_resolution_with_real_every_label_inputs_and_a_pure_snn(fixture_dataset):
+    from hybridjax.models import SNNModel
+
     cfg = ModelConfig.preset("tiny_10ms")
     item = fixture_dataset[0]
     variables = _numpy_variables(HybridModel(cfg), item["ann_input"][None], item["events"][:, None])
-    result = evaluate(variables, cfg, fixture_dataset, EvalConfig(batch_size=2, max_windows=1))
+    snn_variables = _numpy_variables(SNNModel(cfg), item["events"][:, None], seed=5)
+    result = evaluate(variables, cfg, fixture_dataset, EvalConfig(batch_size=2, max_windows=1),
+                      snn_variables=snn_variables)
     assert result["macs"]["height"] == 256
-    assert result["mpjpe_2d_main"]["ann_every_label"]["count"] == 20 * 13
+    assert result["setup"]["models"] == ["hybrid", "ann_every_label", "ann_held", "snn_alone", "snn_trained"]
+    for model in result["setup"]["models"]:
+        assert result["mpjpe_2d_main"][model]["count"] == 20 * 13, model
+    assert result["energy"]["paper"]["snn_trained"]["snn_power_w"] >= 0.0
