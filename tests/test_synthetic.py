@@ -1,6 +1,7 @@
 """Synthetic DHP19: layout against the official fixture, determinism, label/event consistency, DVS maths."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 
@@ -391,3 +392,40 @@ def test_default_preset_covers_the_movement_library():
     test = [config.motions[_motion_index(config, s, r)] for s in config.test_subjects for r in range(3)]
     assert train == set(MOTION_NAMES) and len(MOTION_NAMES) == 10
     assert len(set(test)) == 6  # six different movements in the six test recordings
+
+
+def test_each_movement_does_what_its_name_says():
+    rng = np.random.default_rng(11)
+    body = sample_proportions(rng, height_range=(1750.0, 1750.0))
+    t = np.linspace(0.0, 6.0, 601)  # at least two repetitions of the slowest movement
+    rest = forward_kinematics(body, {}, 1)[0]
+
+    def run(name):
+        sample = dataclasses.replace(sample_motion(name, rng), amplitude=1.0, side=1)
+        joints = forward_kinematics(body, motion_channels(name, sample, t), t.size)
+        return {n: joints[:, J[n]] for n in JOINT_NAMES}
+
+    up = run("arm_abduction")
+    assert up["handL"][:, 2].max() > rest[J["head"], 2] - 50  # hand raised to head height
+    squat = run("squats")
+    assert squat["hipR"][:, 2].min() < rest[J["hipR"], 2] - 250
+    jacks = run("jumping_jacks")
+    assert np.minimum(jacks["footR"][:, 2], jacks["footL"][:, 2]).max() > body.ankle_height + 50  # airborne
+    assert jacks["handR"][:, 2].max() > rest[J["head"], 2]
+    assert (jacks["footL"][:, 1] - jacks["footR"][:, 1]).max() > rest[J["footL"], 1] - rest[J["footR"], 1] + 150
+    kick = run("kicks")
+    assert np.maximum(kick["footR"][:, 2], kick["footL"][:, 2]).max() > 450
+    march = run("walking_in_place")
+    assert march["kneeR"][:, 2].max() > rest[J["kneeR"], 2] + 150
+    punch = run("punches")
+    reach = punch["handR"][:, 0] - punch["shoulderR"][:, 0]
+    assert reach.max() > 0.8 * (body.upper_arm + body.forearm) and reach.min() < 0.5 * reach.max()
+    circles = run("arm_circles")
+    assert np.all(np.abs(circles["handL"][:, 2] - circles["shoulderL"][:, 2]) < body.upper_arm + body.forearm)
+    assert np.ptp(circles["handL"][:, 2]) > 300 and np.ptp(circles["handL"][:, 0]) > 100  # a circle
+    wave = run("wave")
+    assert np.all(wave["handL"][:, 2] > rest[J["head"], 2]) and np.ptp(wave["handL"][:, 1]) > 150
+    legs = run("leg_abduction")
+    assert (legs["footL"][:, 1] - legs["footR"][:, 1]).max() > rest[J["footL"], 1] - rest[J["footR"], 1] + 250
+    bends = run("side_bends")
+    assert np.ptp(bends["head"][:, 1]) > 300

@@ -58,8 +58,8 @@ def _punches(phi, a, side):
     channels = {"lean": 5.0 + 3.0 * np.sin(2 * phi), "yaw": 8.0 * a * np.sin(phi)}
     for s, offset in (("R", 0.0), ("L", np.pi)):
         e = _half_positive(phi + offset) * a  # extension 0 (guard) .. 1 (arm straight)
-        channels[f"upper_arm_{s}"] = (25.0 - 10.0 * e, 25.0 + 62.0 * e)
-        channels[f"forearm_{s}"] = (15.0 - 8.0 * e, 125.0 - 38.0 * e)
+        channels[f"upper_arm_{s}"] = (25.0 - 10.0 * e, 10.0 + 77.0 * e)  # guard: elbow down, fist at the chin
+        channels[f"forearm_{s}"] = (15.0 - 8.0 * e, 160.0 - 73.0 * e)
     channels["thigh_R"] = (6.0, 8.0)
     channels["thigh_L"] = (6.0, -4.0)
     return channels
