@@ -23,6 +23,7 @@ covers every labelled step of the window.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import time
@@ -259,10 +260,21 @@ def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = 
     samples = []
     want_3d = ec.cameras_3d is not None and all(c in cameras for c in ec.cameras_3d)
 
-    indices = _select_items(dataset, ec.max_windows)
-    for batch_number, chunk in enumerate(_batches(indices, ec.batch_size)):
+    def load(chunk):
+        # Runs in a worker thread: reads the windows (and the every-label ANN inputs) of the next batch
+        # while the device computes the current one.
         items = [dataset[i] for i in chunk]
         batch, real = _stack_batch(items, ec.batch_size, f)
+        frames = None
+        if "ann_every_label" in models:
+            per_item = [ann_inputs_fn(it["recording"], it["camera"],
+                                      [it["window_start_ms"] + LABEL_PERIOD_MS * (k + 1)
+                                       for k in range(len(label_steps))]) for it in items]
+            per_item += [per_item[-1]] * (ec.batch_size - real)
+            frames = sum_pool(np.stack(per_item, axis=1), f)  # [L, B, H, W, 20]
+        return items, batch, real, frames
+
+    def evaluate_batch(items, batch, real, frames, batch_number):
         out = jax.device_get(run_hybrid(model_variables, batch["ann_input"], batch["events"]))
         preds = {
             "hybrid": out["hybrid"],  # [T, B, J, 2]
@@ -277,13 +289,8 @@ def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = 
             spiking["snn_trained"].add(counts[:, :, :real], batch["events"][:, :real])
         if "ann_every_label" in models:
             every = np.full(out["hybrid"].shape, np.nan, dtype=np.float32)
-            frames = [ann_inputs_fn(it["recording"], it["camera"],
-                                    [it["window_start_ms"] + LABEL_PERIOD_MS * (k + 1)
-                                     for k in range(len(label_steps))]) for it in items]
-            frames += [frames[-1]] * (ec.batch_size - real)
-            frames = np.stack(frames, axis=1)  # [L, B, H, W, 20]
             for k, step in enumerate(label_steps):
-                every[step] = jax.device_get(run_ann(ann_variables, sum_pool(frames[k], f)))
+                every[step] = jax.device_get(run_ann(ann_variables, frames[k]))
             preds["ann_every_label"] = every
         for b, item in enumerate(items):
             truth = np.asarray(item["landmarks"], dtype=np.float64)  # [T, J, 2]
@@ -302,6 +309,17 @@ def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = 
         if ec.progress:
             log.info("evaluate: batch %d, %d / %d windows", batch_number + 1,
                      min((batch_number + 1) * ec.batch_size, len(indices)), len(indices))
+
+
+    indices = _select_items(dataset, ec.max_windows)
+    chunks = list(_batches(indices, ec.batch_size))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, chunks[0])
+        for batch_number in range(len(chunks)):
+            items, batch, real, frames = pending.result()
+            if batch_number + 1 < len(chunks):
+                pending = pool.submit(load, chunks[batch_number + 1])
+            evaluate_batch(items, batch, real, frames, batch_number)
 
     result = {
         "setup": {
