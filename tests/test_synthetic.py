@@ -347,17 +347,25 @@ def test_the_dhp19_loader_reads_the_synthetic_dataset(tiny):
         assert counts[distance < 25].sum() > 0.6 * counts.sum()
 
 
-def test_ensure_generates_once_and_refuses_foreign_folders(tmp_path):
+def test_ensure_generates_once_replaces_outdated_and_refuses_foreign_folders(tmp_path):
     config = SyntheticConfig.preset("tiny", test_subjects=(), duration_s=0.5)
     root = ensure_synthetic_dhp19(tmp_path / "data", config, progress=False)
     stamp = (root / "S1_session1_mov1_events.h5").stat().st_mtime_ns
     assert ensure_synthetic_dhp19(tmp_path / "data", config, progress=False) == root
     assert (root / "S1_session1_mov1_events.h5").stat().st_mtime_ns == stamp  # reused, not rewritten
     assert not (tmp_path / "data.partial").exists()
-    with pytest.raises(FileExistsError, match="not the requested synthetic dataset"):
-        ensure_synthetic_dhp19(tmp_path / "data", config, progress=False, seed=5)
     with pytest.raises(FileExistsError, match="holds recordings this config does not write"):
         write_synthetic_dhp19(tmp_path / "data", config, progress=False, train_subjects=(2,))
+    # An outdated synthetic dataset (another seed) is replaced as a whole.
+    ensure_synthetic_dhp19(tmp_path / "data", config, progress=False, train_subjects=(2,))
+    assert sorted(p.name for p in root.glob("*.h5")) == ["S2_session1_mov1_events.h5",
+                                                         "S2_session1_mov1_events_label.h5"]
+    assert not (tmp_path / "data.outdated").exists()
+    # A folder with anything else in it is never touched.
+    (root / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not the requested synthetic dataset"):
+        ensure_synthetic_dhp19(tmp_path / "data", config, progress=False, seed=5)
+    assert (root / "notes.txt").read_text() == "mine"
 
 
 def test_chunked_steps_equal_single_steps():

@@ -27,6 +27,8 @@ from .dvs import DvsParams, EventSimulator, noise_events
 from .motions import MOTION_NAMES, motion_channels, sample_motion
 from .render import BodyRenderer, make_background
 
+# Bumped whenever the generated data changes for an unchanged config (invalidates cached datasets).
+GENERATOR_VERSION = 1
 # SeedSequence branches (first entropy word after the seed), fixed forever for reproducibility.
 _RIG, _SUBJECT, _RECORDING, _CAMERA, _BACKGROUND, _MOTION_ORDER = range(6)
 
@@ -267,38 +269,64 @@ def write_synthetic_dhp19(
     if bar is not None:
         bar.close()
     total_events = sum(sum(entry["events_per_channel"]) for entry in summary_files)
-    summary = {"config": dataclasses.asdict(config), "files": summary_files, "total_events": total_events}
+    summary = {"generator_version": GENERATOR_VERSION, "config": dataclasses.asdict(config), "files": summary_files,
+               "total_events": total_events}
     (out_dir / "synthetic_summary.json").write_text(json.dumps(summary, indent=1, default=list))
     summary["seconds"] = time.perf_counter() - started
     return summary
+
+
+def _only_synthetic(folder: pathlib.Path, summary: dict) -> bool:
+    """True when ``folder`` holds nothing but what a synthetic summary lists (safe to replace)."""
+    allowed = {"synthetic_summary.json", "P_matrices"}
+    allowed |= {f"{entry['name']}{suffix}" for entry in summary.get("files", [])
+                for suffix in ("_events.h5", "_events_label.h5")}
+    matrices = {f"P{n}.npy" for n in (1, 2, 3, 4)} | {"camera_positions.npy"}
+    for path in folder.iterdir():
+        if path.name not in allowed or (path.is_dir() != (path.name == "P_matrices")):
+            return False
+    folder_matrices = folder / "P_matrices"
+    return not folder_matrices.exists() or all(p.name in matrices for p in folder_matrices.iterdir())
 
 
 def ensure_synthetic_dhp19(out_dir, config: SyntheticConfig | None = None, *, progress: bool = True,
                            workers: int = 1, **overrides) -> pathlib.Path:
     """Returns ``out_dir`` after generating the dataset there unless an identical one is already present.
 
-    "Identical" means ``synthetic_summary.json`` records the same config and every file it lists exists. The
-    data is written to ``out_dir.partial`` first and renamed, so an interrupted run never looks complete.
+    "Identical" means ``synthetic_summary.json`` records the same config and generator version and every
+    file it lists exists. A folder holding only an outdated synthetic dataset is replaced; any other
+    non-empty folder is refused. The data is written to ``out_dir.partial`` first and renamed, so an
+    interrupted run never looks complete.
     """
+    import shutil
+
     config = dataclasses.replace(config or SyntheticConfig(), **overrides)
     out_dir = pathlib.Path(out_dir)
     summary_path = out_dir / "synthetic_summary.json"
     wanted = json.loads(json.dumps(dataclasses.asdict(config), default=list))
+    replace = False
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
         complete = all((out_dir / f"{entry['name']}{suffix}").is_file()
                        for entry in summary["files"] for suffix in ("_events.h5", "_events_label.h5"))
-        if summary.get("config") == wanted and complete and (out_dir / "P_matrices" / "P4.npy").is_file():
+        if (summary.get("config") == wanted and summary.get("generator_version") == GENERATOR_VERSION
+                and complete and (out_dir / "P_matrices" / "P4.npy").is_file()):
             return out_dir
-    if out_dir.exists() and any(out_dir.iterdir()):
+        replace = _only_synthetic(out_dir, summary)
+    if out_dir.exists() and any(out_dir.iterdir()) and not replace:
         raise FileExistsError(f"{out_dir}: not empty and not the requested synthetic dataset; choose another folder "
                               "or delete it")
     partial = out_dir.with_name(out_dir.name + ".partial")
     if partial.exists():
-        import shutil
         shutil.rmtree(partial)
     write_synthetic_dhp19(partial, config, progress=progress, workers=workers)
     if out_dir.exists():
-        out_dir.rmdir()
-    partial.rename(out_dir)
+        outdated = out_dir.with_name(out_dir.name + ".outdated")
+        if outdated.exists():
+            shutil.rmtree(outdated)
+        out_dir.rename(outdated)
+        partial.rename(out_dir)
+        shutil.rmtree(outdated)
+    else:
+        partial.rename(out_dir)
     return out_dir
