@@ -5,7 +5,7 @@ import pytest
 
 from hybridjax import metrics
 from hybridjax.eval import firing
-from hybridjax.eval.evaluate import EvalConfig, dhp19_ann_inputs, evaluate, sum_pool
+from hybridjax.eval.evaluate import EvalConfig, dhp19_ann_inputs, evaluate, pool_inputs
 from hybridjax.eval.report import write_report
 from hybridjax.models import HybridModel, ModelConfig
 
@@ -45,8 +45,8 @@ def _numpy_variables(model, *inputs, seed: int = 0):
 def tiny_model(fixture_dataset):
     cfg = ModelConfig.preset("tiny_10ms")
     item = fixture_dataset[0]
-    ann_input = sum_pool(item["ann_input"][None], POOL)
-    events = sum_pool(item["events"][:, None], POOL)
+    ann_input = pool_inputs(item["ann_input"][None], POOL)
+    events = pool_inputs(item["events"][:, None], POOL)
     return cfg, _numpy_variables(HybridModel(cfg), ann_input, events, seed=3)
 
 
@@ -85,8 +85,8 @@ def test_evaluate_end_to_end(fixture_dataset, tiny_model, tmp_path):
     np.testing.assert_array_equal(main["ann_every_label"]["per_step"], main["ann_held"]["per_step"])
 
     # The hybrid's per-step error recomputed directly from the model for the one camera-3 window.
-    ann_input = sum_pool(item3["ann_input"][None], POOL)
-    events = sum_pool(item3["events"][:, None], POOL)
+    ann_input = pool_inputs(item3["ann_input"][None], POOL)
+    events = pool_inputs(item3["events"][:, None], POOL)
     apply = jax.jit(HybridModel(cfg).apply)
     out = apply(variables, ann_input, events)
     uv = np.asarray(metrics.argmax_landmarks(out.heatmaps))[:, 0] * POOL + (POOL - 1) / 2
@@ -97,8 +97,8 @@ def test_evaluate_end_to_end(fixture_dataset, tiny_model, tmp_path):
 
     # Firing rates: the camera-3 and camera-2 windows pooled, vs the model's spike counts / neurons.
     item2 = fixture_dataset[fixture_dataset.index().index((2, item3["recording"], 0))]
-    both_ann = np.concatenate([ann_input, sum_pool(item2["ann_input"][None], POOL)])
-    both_events = np.concatenate([events, sum_pool(item2["events"][:, None], POOL)], axis=1)
+    both_ann = np.concatenate([ann_input, pool_inputs(item2["ann_input"][None], POOL)])
+    both_events = np.concatenate([events, pool_inputs(item2["events"][:, None], POOL)], axis=1)
     counts = np.asarray(apply(variables, both_ann, both_events).spike_counts)
     neurons = firing.lif_neuron_counts(cfg, 64, 64)
     expected_rates = firing.firing_rates(counts, neurons)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hybridjax.eval import energy, plots, report
-from hybridjax.eval.evaluate import StepErrors, sum_pool
+from hybridjax.eval.evaluate import StepErrors, pool_inputs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -44,9 +44,9 @@ def test_nan_truth_is_skipped_and_means_pool_joints():
         acc.add(pred[:2], truth[:2])
 
 
-def test_sum_pool():
+def test_pool_inputs():
     x = np.arange(2 * 4 * 4 * 1, dtype=float).reshape(2, 4, 4, 1)
-    pooled = sum_pool(x, 2)
+    pooled = pool_inputs(x, 2)
     assert pooled.shape == (2, 2, 2, 1)
     assert pooled[0, 0, 0, 0] == 0 + 1 + 4 + 5
     assert pooled.sum() == x.sum()

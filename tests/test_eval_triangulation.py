@@ -109,3 +109,15 @@ def test_fixture_cameras_channels_2_and_3(shared_dir):
     errors = tri.joint_errors_3d(recovered, joints)
     assert np.isfinite(errors).any()
     assert np.nanmax(errors) < 30.0  # one pixel is ~10 mm at ~3 m with this focal length
+
+
+def test_projection_agrees_with_the_data_loader():
+    """project_to_crop(truncate=True) is the label rule of hybridjax.data.dhp19.project_joints."""
+    from hybridjax.data.dhp19 import project_joints
+
+    projections, _ = _rig()
+    rng = np.random.default_rng(4)
+    points = rng.uniform([-900, -900, 0], [900, 900, 2000], size=(50, 13, 3))
+    points[3, 2] = np.nan
+    for p in projections:
+        np.testing.assert_array_equal(tri.project_to_crop(points, p, truncate=True), project_joints(points, p))

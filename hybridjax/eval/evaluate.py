@@ -32,10 +32,11 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from hybridjax import metrics
 from hybridjax.eval import energy as energy_model
 from hybridjax.eval import firing, triangulation
 from hybridjax.eval.macs import hybrid_macs
+from hybridjax.train.data import sum_pool
+from hybridjax.train.steps import predicted_landmarks
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +101,9 @@ class StepErrors:
                 "mean_headline": self.mean(headline_steps), "count": int(self.counts.sum())}
 
 
-def sum_pool(x: np.ndarray, factor: int) -> np.ndarray:
-    """Sums ``[..., H, W, C]`` over ``factor x factor`` pixel blocks."""
-    if factor == 1:
-        return x
-    *lead, h, w, c = x.shape
-    if h % factor or w % factor:
-        raise ValueError(f"sum_pool: {h}x{w} is not divisible by downsample {factor}")
-    return x.reshape(*lead, h // factor, factor, w // factor, factor, c).sum(axis=(-4, -2))
+def pool_inputs(x: np.ndarray, factor: int) -> np.ndarray:
+    """Sums ``[..., H, W, C]`` over ``factor x factor`` pixel blocks (the training loader's pooling)."""
+    return sum_pool(x, factor, x.ndim - 3)
 
 
 def dhp19_ann_inputs(dataset) -> Callable[[str, int, Sequence[int]], np.ndarray]:
@@ -156,7 +152,7 @@ def _stack_batch(items: list[dict], batch_size: int, downsample: int) -> tuple[d
     padded = items + [items[-1]] * (batch_size - real)
     events = np.stack([it["events"] for it in padded], axis=1)  # [T, B, H, W, 2]
     ann_input = np.stack([it["ann_input"] for it in padded])  # [B, H, W, 20]
-    return {"events": sum_pool(events, downsample), "ann_input": sum_pool(ann_input, downsample)}, real
+    return {"events": pool_inputs(events, downsample), "ann_input": pool_inputs(ann_input, downsample)}, real
 
 
 def _label_period_frames(events, label_steps: np.ndarray) -> np.ndarray:
@@ -166,11 +162,6 @@ def _label_period_frames(events, label_steps: np.ndarray) -> np.ndarray:
     ends = cumulative[label_steps]
     starts = np.concatenate([np.zeros_like(ends[:1]), cumulative[label_steps[:-1]]], axis=0)
     return ends - starts
-
-
-def _to_full_resolution(uv: jax.Array, downsample: int) -> jax.Array:
-    # Pixel index on the pooled grid -> centre of the pooled cell in pixels of the 256 crop.
-    return uv if downsample == 1 else uv * downsample + (downsample - 1) / 2.0
 
 
 def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = None, *,
@@ -234,23 +225,23 @@ def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = 
         out = hybrid.apply(variables, ann_input, events, train=False)
         alone = hybrid.apply(variables, ann_input, events, train=False, init_mode="zeros")
         return {
-            "hybrid": _to_full_resolution(metrics.argmax_landmarks(out.heatmaps), f),
-            "ann_held": _to_full_resolution(metrics.argmax_landmarks(out.ann_heatmap), f),
-            "snn_alone": _to_full_resolution(metrics.argmax_landmarks(alone.heatmaps), f),
+            "hybrid": predicted_landmarks(out.heatmaps, f),
+            "ann_held": predicted_landmarks(out.ann_heatmap, f),
+            "snn_alone": predicted_landmarks(alone.heatmaps, f),
             "spikes_hybrid": out.spike_counts,
             "spikes_snn_alone": alone.spike_counts,
         }
 
     @jax.jit
     def run_ann(variables, ann_input):
-        return _to_full_resolution(metrics.argmax_landmarks(ann.apply(variables, ann_input)), f)
+        return predicted_landmarks(ann.apply(variables, ann_input), f)
 
     snn_model = SNNModel(config)
 
     @jax.jit
     def run_snn(variables, events):
         out = snn_model.apply(variables, events, train=False)
-        return _to_full_resolution(metrics.argmax_landmarks(out.heatmaps), f), out.spike_counts
+        return predicted_landmarks(out.heatmaps, f), out.spike_counts
 
     neurons = firing.lif_neuron_counts(config, height // f, width // f)
     spiking = {name: firing.FiringAccumulator(neurons) for name in ("hybrid", "snn_alone", "snn_trained")
@@ -271,7 +262,7 @@ def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = 
                                       [it["window_start_ms"] + LABEL_PERIOD_MS * (k + 1)
                                        for k in range(len(label_steps))]) for it in items]
             per_item += [per_item[-1]] * (ec.batch_size - real)
-            frames = sum_pool(np.stack(per_item, axis=1), f)  # [L, B, H, W, 20]
+            frames = pool_inputs(np.stack(per_item, axis=1), f)  # [L, B, H, W, 20]
         return items, batch, real, frames
 
     def evaluate_batch(items, batch, real, frames, batch_number):
