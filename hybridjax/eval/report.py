@@ -107,7 +107,9 @@ def markdown_report(result: dict, title: str = "hybridjax evaluation", images: d
     out += [f"| SNN conv {conv} | {value / 1e6:.2f} M |" for conv, value in macs["snn_per_step"].items()]
     e = r["energy"]
     out += ["", f"## Energy and power (output {e['output_rate_hz']:g} Hz, hybrid ANN {e['ann_rate_hz']:g} Hz, "
-            f"static conv input: {e['event_input']})", ""]
+            f"static conv input: {e['event_input']})", "",
+            f"SNN energies use the firing rates of the first {headline:g} ms of each window; the hybrid "
+            "charges the ANN and the initialisers once per ANN period.", ""]
     presets = [k for k in e if isinstance(e[k], dict) and "preset" in e[k]]
     out.append("| quantity | " + " | ".join(presets) + " |")
     out.append("|---|" + "---|" * len(presets))
@@ -122,6 +124,8 @@ def markdown_report(result: dict, title: str = "hybridjax evaluation", images: d
         ("SNN alone power", lambda p: _si(e[p]["snn_alone"]["snn_power_w"], "W")),
         ("hybrid power reduction vs ANN", lambda p: f"{100 * e[p]['hybrid']['power_reduction']:.1f} %"),
     ]
+    if "snn_trained" in e[presets[0]]:
+        rows.insert(-1, ("pure SNN (trained) power", lambda p: _si(e[p]["snn_trained"]["snn_power_w"], "W")))
     for label, cell in rows:
         out.append(f"| {label} | " + " | ".join(cell(p) for p in presets) + " |")
     out += ["", "Paper (DHP19, camera 3): ANN 3.718 W at 100 Hz, hybrid 0.424 W (88 % less); energy per "
