@@ -140,3 +140,52 @@ def test_bones_connect_all_13_joints():
     joints = {j for bone in plots.BONES for j in bone}
     assert joints == set(range(13))
     assert len(plots.BONES) == 14
+
+
+def test_stereo_errors_pair_views_in_any_order():
+    """Exact projections of the truth triangulate back to it; unpaired windows and unlabelled steps are ignored."""
+    from hybridjax.eval import triangulation
+    from hybridjax.eval.evaluate import _StereoErrors
+
+    class TwoCameras:
+        def __init__(self):
+            self.matrices = {}
+            self.centres = {}
+            for camera, centre in ((2, [3000.0, 0.0, 1000.0]), (3, [0.0, 3000.0, 1000.0])):
+                centre = np.array(centre)
+                forward = -centre / np.linalg.norm(centre)
+                right = np.cross(forward, [0.0, 0.0, 1.0])
+                right /= np.linalg.norm(right)
+                rotation = np.stack([right, np.cross(forward, right), forward])
+                k = np.array([[300.0, 0, 173], [0, 300.0, 130], [0, 0, 1]])
+                self.matrices[camera] = k @ np.concatenate([rotation, (-rotation @ centre)[:, None]], axis=1)
+                self.centres[camera] = centre
+
+        def projection_matrix(self, camera):
+            return self.matrices[camera]
+
+        def camera_position(self, camera):
+            return self.centres[camera]
+
+    cams = TwoCameras()
+    steps = np.array([0, 2])  # labelled steps of a 3-step window
+    rng = np.random.default_rng(0)
+    joints = rng.uniform([-300, -300, 500], [300, 300, 1500], size=(3, 13, 3))
+    joints[1] = np.nan  # unlabelled step
+    stereo = _StereoErrors(cams, (2, 3), ["hybrid"], 3, steps)
+
+    def view(camera, start, offset=0.0):
+        uv = triangulation.project_to_crop(joints, cams.projection_matrix(camera), mask_outside=False) + offset
+        item = {"recording": "S13", "window_start_ms": start, "camera": camera, "joints_3d": joints}
+        return item, {"hybrid": uv}
+
+    stereo.add(*view(3, 100))
+    stereo.add(*view(2, 100))  # pairs with the camera-3 view
+    stereo.add(*view(2, 200))  # never paired
+    summary = stereo.summary(headline_steps=1)
+    assert summary["windows"] == 1 and summary["cameras"] == [2, 3]
+    assert summary["hybrid"]["mean"] < 1e-3  # float32 storage of the pixels
+    assert summary["hybrid"]["count"] == 2 * 13
+    assert np.isnan(summary["hybrid"]["per_step"][1])  # unlabelled step
+    with pytest.raises(ValueError, match="seen twice"):
+        stereo.add(*view(2, 200))

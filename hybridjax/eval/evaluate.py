@@ -247,9 +247,9 @@ def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = 
     spiking = {name: firing.FiringAccumulator(neurons) for name in ("hybrid", "snn_alone", "snn_trained")
                if name in models}
     errors_2d = {camera: {m: StepErrors(num_steps) for m in models} for camera in cameras}
-    predictions: dict[tuple, dict] = {}  # (camera, recording, start) -> {model: [T, J, 2], "joints_3d": ...}
     samples = []
     want_3d = ec.cameras_3d is not None and all(c in cameras for c in ec.cameras_3d)
+    views = _StereoErrors(dataset, ec.cameras_3d, models, num_steps, label_steps) if want_3d else None
 
     def load(chunk):
         # Runs in a worker thread: reads the windows (and the every-label ANN inputs) of the next batch
@@ -286,12 +286,11 @@ def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = 
         for b, item in enumerate(items):
             truth = np.asarray(item["landmarks"], dtype=np.float64)  # [T, J, 2]
             camera = item["camera"]
-            key = (camera, item["recording"], int(item["window_start_ms"]))
             kept = {m: np.asarray(preds[m][:, b], dtype=np.float64) for m in models}
             for m in models:
                 errors_2d[camera][m].add(kept[m], truth)
-            if want_3d and camera in ec.cameras_3d:
-                predictions[key] = dict(kept, joints_3d=np.asarray(item["joints_3d"], dtype=np.float64))
+            if views is not None and camera in ec.cameras_3d:
+                views.add(item, kept)
             if camera == main_camera and len(samples) < ec.keep_samples:
                 samples.append({"recording": item["recording"], "camera": camera,
                                 "window_start_ms": int(item["window_start_ms"]), "steps": label_steps,
@@ -324,8 +323,7 @@ def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = 
                      for camera, per_model in errors_2d.items()},
     }
     result["mpjpe_2d_main"] = result["mpjpe_2d"][str(main_camera)]
-    result["mpjpe_3d"] = (_mpjpe_3d(predictions, dataset, ec.cameras_3d, models, num_steps, headline_steps)
-                          if want_3d else None)
+    result["mpjpe_3d"] = views.summary(headline_steps) if views is not None else None
     result["firing"] = {
         name: {"per_step": {layer: acc.rates()[:, i].tolist() for i, layer in enumerate(firing.LIF_LAYERS)},
                "mean": acc.mean_rates(),
@@ -344,24 +342,52 @@ def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = 
     return result
 
 
-def _mpjpe_3d(predictions: dict, dataset, cameras_3d, models, num_steps: int, headline_steps: int) -> dict:
-    """Triangulates every window seen by both cameras of ``cameras_3d``; per-step 3-D errors in mm."""
-    matrices = np.stack([dataset.projection_matrix(c) for c in cameras_3d])
-    centres = np.stack([dataset.camera_position(c) for c in cameras_3d])
-    errors = {m: StepErrors(num_steps) for m in models}
-    pairs = 0
-    for (camera, recording, start), first in predictions.items():
-        if camera != cameras_3d[0] or (cameras_3d[1], recording, start) not in predictions:
-            continue
-        second = predictions[cameras_3d[1], recording, start]
-        pairs += 1
-        for m in models:
-            points = triangulation.triangulate(np.stack([first[m], second[m]]), matrices, centres)
-            errors[m].add(points, first["joints_3d"])
-    summary = {m: acc.summary(headline_steps) for m, acc in errors.items()}
-    summary["windows"] = pairs
-    summary["cameras"] = list(cameras_3d)
-    return summary
+class _StereoErrors:
+    """3-D errors of windows seen by both cameras of a pair, triangulated as soon as both views arrived.
+
+    Only the labelled steps of a window are kept while it waits for its other view (float32), so memory stays
+    small for long 1 ms windows.
+    """
+
+    def __init__(self, dataset, cameras, models, num_steps: int, label_steps: np.ndarray):
+        self.cameras = tuple(cameras)
+        self.matrices = np.stack([dataset.projection_matrix(c) for c in self.cameras])
+        self.centres = np.stack([dataset.camera_position(c) for c in self.cameras])
+        self.models = list(models)
+        self.num_steps = num_steps
+        self.label_steps = label_steps
+        self.errors = {m: StepErrors(num_steps) for m in self.models}
+        self.waiting: dict[tuple[str, int], tuple[int, dict]] = {}  # (recording, start) -> (camera, views)
+        self.pairs = 0
+
+    def add(self, item: dict, predictions: dict) -> None:
+        """One camera's predictions ``{model: [T, J, 2]}`` for the window ``item``."""
+        steps = self.label_steps
+        entry = {m: np.asarray(predictions[m])[steps].astype(np.float32) for m in self.models}
+        entry["joints_3d"] = np.asarray(item["joints_3d"], dtype=np.float32)[steps]
+        key = (item["recording"], int(item["window_start_ms"]))
+        camera = item["camera"]
+        if key not in self.waiting:
+            self.waiting[key] = (camera, entry)
+            return
+        other_camera, other = self.waiting.pop(key)
+        if other_camera == camera:
+            raise ValueError(f"evaluate: window {key} of camera {camera} was seen twice")
+        views = {camera: entry, other_camera: other}
+        truth = np.full((self.num_steps,) + entry["joints_3d"].shape[1:], np.nan)
+        truth[steps] = views[self.cameras[0]]["joints_3d"]
+        for m in self.models:
+            points = np.full_like(truth, np.nan)
+            uv = np.stack([views[c][m] for c in self.cameras])  # [2, L, J, 2]
+            points[steps] = triangulation.triangulate(uv, self.matrices, self.centres)
+            self.errors[m].add(points, truth)
+        self.pairs += 1
+
+    def summary(self, headline_steps: int) -> dict:
+        out = {m: acc.summary(headline_steps) for m, acc in self.errors.items()}
+        out["windows"] = self.pairs
+        out["cameras"] = list(self.cameras)
+        return out
 
 
 def _energy(firing_result: dict, neurons: dict, counted, ec: EvalConfig, output_rate: float, ann_rate: float,
