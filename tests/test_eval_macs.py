@@ -69,6 +69,18 @@ def test_recursion_scan_remat_jit_custom_vjp_cond():
     custom.defvjp(lambda x, w: (custom(x, w), (x, w)), lambda res, g: (g[..., :2], jnp.zeros((3, 3, 2, 4))))
     assert macs.count_macs(custom, x, w) == single
 
+    @jax.custom_jvp
+    def smooth(x, w):
+        return _conv_nhwc(x, w)
+
+    smooth.defjvp(lambda primals, tangents: (smooth(*primals), smooth(tangents[0], primals[1])))
+    assert macs.count_macs(smooth, x, w) == single
+
+    def looped(x, w):  # a while loop's trip count is unknown at trace time: its body counts once
+        return lax.while_loop(lambda c: c[0] < 3, lambda c: (c[0] + 1, _conv_nhwc(c[1], w)), (0, x))[1]
+
+    assert macs.count_macs(looped, x, _spec(3, 3, 2, 2)) == 8 * 8 * 2 * 9 * 2
+
     def branchy(x, w, flag):
         return lax.cond(flag, lambda: _conv_nhwc(x, w) @ jnp.ones((4, 4)), lambda: _conv_nhwc(x, w))
 
