@@ -8,9 +8,10 @@ heatmaps). Widths come from :attr:`ModelConfig.ann_widths` (``c0..c5``); the pap
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from hybridjax.models.config import ModelConfig
-from hybridjax.models.layers import avg_pool2, conv2d, init_conv, leaky_relu, upsample_bilinear2x
+from hybridjax.models.layers import avg_pool2, conv2d, init_conv, leaky_relu, sample_params, upsample_bilinear2x
 
 # ANN feature maps the state initialisers read, in U-Net order.
 ANN_FEATURES = ("conv2", "down1", "down2", "down3", "down4", "up1", "up2", "up3", "up4", "up5")
@@ -32,20 +33,21 @@ def ann_blocks(cfg: ModelConfig) -> dict[str, tuple[int, int, int]]:
 
 def init_ann_params(key: jax.Array, cfg: ModelConfig, dtype=None) -> dict:
     """Xavier-normal kernels and zero biases for every conv of the ANN U-Net."""
-    import jax.numpy as jnp
+    return sample_params(lambda sampler: _build_ann_params(sampler, cfg), key, dtype or jnp.float32)
 
-    dtype = dtype or jnp.float32
+
+def _build_ann_params(sampler, cfg: ModelConfig) -> dict:
+    dtype = None
     c0 = cfg.ann_widths[0]
-    keys = iter(jax.random.split(key, 32))
     params = {
-        "conv1": init_conv(next(keys), 7, cfg.ann_in_channels, c0, bias=True, dtype=dtype),
-        "conv2": init_conv(next(keys), 7, c0, c0, bias=True, dtype=dtype),
+        "conv1": init_conv(sampler, 7, cfg.ann_in_channels, c0, bias=True, dtype=dtype),
+        "conv2": init_conv(sampler, 7, c0, c0, bias=True, dtype=dtype),
     }
     for name, (cin, cout, k) in ann_blocks(cfg).items():
         second_in = 2 * cout if name.startswith("up") else cout  # up blocks concatenate the skip
-        params[name] = {"conv1": init_conv(next(keys), k, cin, cout, bias=True, dtype=dtype),
-                        "conv2": init_conv(next(keys), k, second_in, cout, bias=True, dtype=dtype)}
-    params["conv3"] = init_conv(next(keys), 3, c0, cfg.num_joints, bias=True, dtype=dtype)
+        params[name] = {"conv1": init_conv(sampler, k, cin, cout, bias=True, dtype=dtype),
+                        "conv2": init_conv(sampler, k, second_in, cout, bias=True, dtype=dtype)}
+    params["conv3"] = init_conv(sampler, 3, c0, cfg.num_joints, bias=True, dtype=dtype)
     return params
 
 

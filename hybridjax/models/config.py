@@ -36,6 +36,9 @@ class ModelConfig:
     snn_mode: str = "layer"  # "layer": convs for all steps at once, LIF scanned; "step": whole net scanned
     remat: bool = False  # rematerialise each scanned step (bounded memory for long 1 ms windows)
     remat_policy: str | None = None  # jax.checkpoint policy name (hybridjax.snn.scan.REMAT_POLICIES)
+    # layer mode: steps per chunk (convs batched within a chunk, membranes carried across chunks); with remat
+    # each chunk is rematerialised, so training memory stays that of one chunk for any window. None = whole.
+    time_chunk: int | None = None
 
     def __post_init__(self):
         if len(self.ann_widths) != 6:
@@ -46,6 +49,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.snn_mode must be 'layer' or 'step', got {self.snn_mode!r}")
         if self.surrogate not in SURROGATE_GRADS:
             raise ValueError(f"ModelConfig.surrogate {self.surrogate!r} is not one of {sorted(SURROGATE_GRADS)}")
+        if self.time_chunk is not None and self.time_chunk < 1:
+            raise ValueError(f"ModelConfig.time_chunk must be a positive step count or None, got {self.time_chunk}")
         if self.step_ms <= 0:
             raise ValueError(f"ModelConfig.step_ms must be positive, got {self.step_ms}")
         if not 0.0 <= self.output_decay_at_10ms <= 1.0:

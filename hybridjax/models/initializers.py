@@ -9,7 +9,15 @@ from __future__ import annotations
 import jax
 
 from hybridjax.models.config import ModelConfig
-from hybridjax.models.layers import batch_norm, conv2d, init_bn, init_conv, leaky_relu, upsample_bilinear2x
+from hybridjax.models.layers import (
+    batch_norm,
+    conv2d,
+    init_bn,
+    init_conv,
+    leaky_relu,
+    sample_params,
+    upsample_bilinear2x,
+)
 
 # LIF layer -> (ANN feature it reads, official initialiser name, official v_init key)
 INITIALISER_SOURCES: dict[str, tuple[str, str, str]] = {
@@ -37,12 +45,15 @@ def init_initializer_params(key: jax.Array, cfg: ModelConfig, lif_channels: dict
     """Parameters and BatchNorm statistics of the nine state initialisers."""
     import jax.numpy as jnp
 
-    dtype = dtype or jnp.float32
+    return sample_params(lambda sampler: _build(sampler, cfg, lif_channels), key, dtype or jnp.float32)
+
+
+def _build(sampler, cfg: ModelConfig, lif_channels: dict[str, int]) -> tuple[dict, dict]:
+    dtype = None
     feat_ch = ann_feature_channels(cfg)
     params, stats = {}, {}
-    for key_i, (layer, (feature, _, _)) in zip(jax.random.split(key, len(INITIALISER_SOURCES)),
-                                               INITIALISER_SOURCES.items()):
-        k1, k2 = jax.random.split(key_i)
+    for layer, (feature, _, _) in INITIALISER_SOURCES.items():
+        k1 = k2 = sampler
         cout = lif_channels[layer]
         bn1, s1 = init_bn(cout, dtype)
         bn2, s2 = init_bn(cout, dtype)

@@ -12,6 +12,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
@@ -113,22 +114,59 @@ def update_running_stats(running: dict, batch: dict, *, sequential_axis: bool) -
     return jax.tree_util.tree_map(fold, running, batch)
 
 
-def xavier_normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
-    """Xavier (Glorot) normal for an HWIO kernel: std = sqrt(2 / (fan_in + fan_out)), as the official init."""
-    kh, kw, cin, cout = shape
-    std = math.sqrt(2.0 / (cin * kh * kw + cout * kh * kw))
-    return std * jax.random.normal(key, shape, dtype)
+class _ShapeRecorder:
+    """First pass of :func:`sample_params`: counts the normal draws a builder asks for."""
+
+    def __init__(self):
+        self.total = 0
+
+    def normal(self, shape):
+        self.total += math.prod(shape)
+        return np.zeros(shape, np.float32)
 
 
-def init_conv(key: jax.Array, kernel_size: int, cin: int, cout: int, *, bias: bool, dtype=jnp.float32) -> dict:
-    """A conv parameter dict with a Xavier-normal kernel and a zero bias."""
-    p = {"kernel": xavier_normal(key, (kernel_size, kernel_size, cin, cout), dtype)}
+class _NormalPool:
+    """Second pass: hands out consecutive slices of one standard-normal vector."""
+
+    def __init__(self, flat):
+        # Concrete draws are sliced with numpy (no per-shape compilation); traced ones with jax.numpy.
+        self.flat = flat if isinstance(flat, jax.core.Tracer) else np.asarray(flat)
+        self.offset = 0
+
+    def normal(self, shape):
+        n = math.prod(shape)
+        out = self.flat[self.offset:self.offset + n].reshape(shape)
+        self.offset += n
+        return out
+
+
+def sample_params(build, key: jax.Array, dtype=jnp.float32):
+    """Runs ``build(sampler)`` with all its normal draws taken from ONE ``jax.random.normal`` call.
+
+    Drawing each kernel separately compiles a random-number program per shape (seconds each on CPU); one
+    draw sliced in order gives the same distribution at the cost of one small program.
+    """
+    recorder = _ShapeRecorder()
+    build(recorder)
+    flat = jax.random.normal(key, (max(recorder.total, 1),), jnp.float32)
+    tree = build(_NormalPool(flat))
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), tree)
+
+
+def init_conv(sampler, kernel_size: int, cin: int, cout: int, *, bias: bool, dtype=None) -> dict:
+    """A conv with a Xavier-normal HWIO kernel (std = sqrt(2 / (fan_in + fan_out)), the official init) and a
+    zero bias. ``sampler.normal(shape)`` supplies standard normals (see :func:`sample_params`)."""
+    del dtype  # cast once by sample_params
+    shape = (kernel_size, kernel_size, cin, cout)
+    std = math.sqrt(2.0 / (cin * kernel_size * kernel_size + cout * kernel_size * kernel_size))
+    p = {"kernel": sampler.normal(shape) * std}
     if bias:
-        p["bias"] = jnp.zeros((cout,), dtype)
+        p["bias"] = np.zeros((cout,), np.float32)
     return p
 
 
-def init_bn(channels: int, dtype=jnp.float32) -> tuple[dict, dict]:
+def init_bn(channels: int, dtype=None) -> tuple[dict, dict]:
     """BatchNorm ``(params, running_stats)``: scale 1, bias 0, mean 0, var 1."""
-    return ({"scale": jnp.ones((channels,), dtype), "bias": jnp.zeros((channels,), dtype)},
-            {"mean": jnp.zeros((channels,), dtype), "var": jnp.ones((channels,), dtype)})
+    del dtype
+    return ({"scale": np.ones((channels,), np.float32), "bias": np.zeros((channels,), np.float32)},
+            {"mean": np.zeros((channels,), np.float32), "var": np.ones((channels,), np.float32)})

@@ -44,6 +44,25 @@ jax.tree_util.register_dataclass(
     meta_fields=[])
 
 
+def init_variables(kind: str, cfg: ModelConfig, key: jax.Array, dtype=jnp.float32) -> dict:
+    """The variables ``Model.init`` would build, without tracing a forward pass (fast; no input needed).
+
+    kind: ``"hybrid"`` (:class:`HybridModel`), ``"snn"`` (:class:`SNNModel`) or ``"ann"`` (:class:`ANNUNet`).
+    """
+    k_ann, k_init, k_snn = jax.random.split(key, 3)
+    if kind == "ann":
+        return {"params": {"ann": init_ann_params(k_ann, cfg, dtype)}}
+    if kind == "snn":
+        params, stats = init_snn_params(k_snn, cfg, pure_snn=True, dtype=dtype)
+        return {"params": {"snn": params}, "batch_stats": {"snn": stats}}
+    if kind == "hybrid":
+        init_p, init_s = init_initializer_params(k_init, cfg, lif_channels(cfg), dtype)
+        snn_p, snn_s = init_snn_params(k_snn, cfg, pure_snn=False, dtype=dtype)
+        return {"params": {"ann": init_ann_params(k_ann, cfg, dtype), "initializers": init_p, "snn": snn_p},
+                "batch_stats": {"initializers": init_s, "snn": snn_s}}
+    raise ValueError(f"kind must be 'hybrid', 'snn' or 'ann', got {kind!r}")
+
+
 def _keyless(fn):
     # Running statistics are constants (mean 0, var 1); any key gives the same values.
     return lambda: fn(jax.random.key(0))[1]

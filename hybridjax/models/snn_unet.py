@@ -25,9 +25,17 @@ import jax
 import jax.numpy as jnp
 
 from hybridjax.models.config import ModelConfig
-from hybridjax.models.layers import batch_norm, conv2d, init_bn, init_conv, update_running_stats, upsample_bilinear2x
+from hybridjax.models.layers import (
+    batch_norm,
+    conv2d,
+    init_bn,
+    init_conv,
+    sample_params,
+    update_running_stats,
+    upsample_bilinear2x,
+)
 from hybridjax.snn.lif import LIFParams, leaky_integrator_step, lif_step
-from hybridjax.snn.scan import scan_steps
+from hybridjax.snn.scan import checkpoint_policy, scan_steps
 
 # LIF layers in forward order (the order of spike counts and firing rates everywhere in hybridjax).
 LIF_LAYERS = ("static", "down1", "down2", "down3", "res1", "res2", "up1", "up2", "up3")
@@ -75,11 +83,15 @@ def lif_shapes(cfg: ModelConfig, height: int, width: int) -> dict[str, tuple[int
 
 def init_snn_params(key: jax.Array, cfg: ModelConfig, *, pure_snn: bool, dtype=None) -> tuple[dict, dict]:
     """Parameters and running statistics of the spiking U-Net (the head BatchNorm only for the pure SNN)."""
-    dtype = dtype or jnp.float32
+    return sample_params(lambda sampler: _build_snn_params(sampler, cfg, pure_snn), key, dtype or jnp.float32)
+
+
+def _build_snn_params(sampler, cfg: ModelConfig, pure_snn: bool) -> tuple[dict, dict]:
+    dtype = None
     params, stats = {}, {}
     convs = snn_convs(cfg, pure_snn=pure_snn)
-    for key_i, (name, c) in zip(jax.random.split(key, len(convs)), convs.items()):
-        params[name] = {"conv": init_conv(key_i, c.kernel, c.cin, c.cout, bias=False, dtype=dtype)}
+    for name, c in convs.items():
+        params[name] = {"conv": init_conv(sampler, c.kernel, c.cin, c.cout, bias=False, dtype=dtype)}
         if name != "head" or pure_snn:
             params[name]["bn"], stats[name] = init_bn(c.cout, dtype)
     return params, stats
@@ -139,6 +151,71 @@ def _output_update(out_prev, head, *, pure_snn: bool, decay: float, tau: float):
     return decay * out_prev + head
 
 
+def _layer_mode(params, stats, events, v0, out0, cfg: ModelConfig, *, pure_snn: bool, train: bool,
+                record_membranes: bool):
+    """Layer mode over ``events [T, ...]``: ``((v_last, out_last), (outputs, counts, rates, stats, membranes))``."""
+    lif = cfg.lif(pure_snn=pure_snn)
+    v_last, membranes, count_list, rate_list = {}, {}, [], []
+
+    def neuron(name, currents):
+        def lif_scan_step(v, c_t):
+            v_next, s = lif_step(v, c_t, lif)
+            return v_next, (s, v_next) if record_membranes else (s,)
+
+        v_last[name], ys = scan_steps(lif_scan_step, v0[name], currents, remat=cfg.remat,
+                                      remat_policy=cfg.remat_policy)
+        spikes = ys[0]
+        if record_membranes:
+            membranes[name] = ys[1]
+        count_list.append(jnp.sum(spikes, axis=(2, 3, 4)))
+        rate_list.append(jnp.mean(spikes, axis=(1, 2, 3, 4)))
+        return spikes
+
+    heads, batch_stats = _network(params, stats, events, neuron, train=train, bn_axes=(1, 2, 3),
+                                  pure_snn=pure_snn)
+
+    def integrate(out_prev, head_t):
+        out = _output_update(out_prev, head_t, pure_snn=pure_snn, decay=cfg.output_decay,
+                             tau=cfg.snn_output_tau)
+        return out, out
+
+    out_last, outputs = scan_steps(integrate, out0, heads)
+    counts = jnp.stack(count_list, axis=1)
+    rates = jnp.stack(rate_list, axis=1)
+    return (v_last, out_last), (outputs, counts, rates, batch_stats, membranes if record_membranes else None)
+
+
+def _layer_mode_chunked(params, stats, events, v0, out0, cfg: ModelConfig, *, pure_snn: bool, train: bool,
+                        record_membranes: bool):
+    """Layer mode in consecutive chunks of ``cfg.time_chunk`` steps, the membranes carried across chunks.
+
+    Within a chunk every conv runs once for all of its steps; the chunks run one after the other (a Python
+    loop: the number of steps is static). With ``cfg.remat`` each chunk is a ``jax.checkpoint``: the backward
+    pass keeps only the chunk boundaries (membranes, output) and recomputes one chunk at a time, so the
+    activation memory is that of one chunk instead of growing with the window. Same function as one chunk.
+    """
+    steps = events.shape[0]
+    chunk = steps if cfg.time_chunk is None else min(cfg.time_chunk, steps)
+
+    def run(params, stats, events_chunk, v, out):
+        return _layer_mode(params, stats, events_chunk, v, out, cfg, pure_snn=pure_snn, train=train,
+                           record_membranes=record_membranes)
+
+    if cfg.remat and chunk < steps:
+        run = jax.checkpoint(run, policy=checkpoint_policy(cfg.remat_policy))
+    carry, pieces = (v0, out0), []
+    for start in range(0, steps, chunk):
+        carry, piece = run(params, stats, events[start:start + chunk], *carry)
+        pieces.append(piece)
+    if len(pieces) == 1:
+        return carry, pieces[0]
+    outputs, counts, rates, batch_stats, membranes = jax.tree_util.tree_map(
+        lambda *xs: jnp.concatenate(xs, axis=0), *pieces)
+    if not train:  # the running statistics, returned unchanged by every chunk (no step axis to join)
+        batch_stats = pieces[0][3]
+    return carry, (outputs, counts, rates, batch_stats, membranes)
+
+
 def snn_step(params: dict, stats: dict, carry: tuple[dict, jax.Array], x_t: jax.Array, cfg: ModelConfig, *,
              pure_snn: bool, train: bool = False, record_membranes: bool = False):
     """One SNN step of the whole network: ``((v, out), x_t [B,H,W,2]) -> ((v', out'), per-step outputs)``.
@@ -183,35 +260,9 @@ def snn_forward(params: dict, stats: dict, events: jax.Array, v0: dict, out0: ja
         outputs, counts, rates = per_step["out"], per_step["spike_counts"], per_step["spike_rates"]
         batch_stats, membranes = per_step["batch_stats"], per_step.get("membranes")
     else:
-        lif = cfg.lif(pure_snn=pure_snn)
-        v_last, membranes, count_list, rate_list = {}, {}, [], []
-
-        def neuron(name, currents):
-            def lif_scan_step(v, c_t):
-                v_next, s = lif_step(v, c_t, lif)
-                return v_next, (s, v_next) if record_membranes else (s,)
-
-            v_last[name], ys = scan_steps(lif_scan_step, v0[name], currents, remat=cfg.remat,
-                                          remat_policy=cfg.remat_policy)
-            spikes = ys[0]
-            if record_membranes:
-                membranes[name] = ys[1]
-            count_list.append(jnp.sum(spikes, axis=(2, 3, 4)))
-            rate_list.append(jnp.mean(spikes, axis=(1, 2, 3, 4)))
-            return spikes
-
-        heads, batch_stats = _network(params, stats, events, neuron, train=train, bn_axes=(1, 2, 3),
-                                      pure_snn=pure_snn)
-
-        def integrate(out_prev, head_t):
-            out = _output_update(out_prev, head_t, pure_snn=pure_snn, decay=cfg.output_decay,
-                                 tau=cfg.snn_output_tau)
-            return out, out
-
-        out_last, outputs = scan_steps(integrate, out0, heads)
-        counts = jnp.stack(count_list, axis=1)
-        rates = jnp.stack(rate_list, axis=1)
-        membranes = membranes if record_membranes else None
+        (v_last, out_last), (outputs, counts, rates, batch_stats, membranes) = _layer_mode_chunked(
+            params, stats, events, v0, out0, cfg, pure_snn=pure_snn, train=train,
+            record_membranes=record_membranes)
     new_stats = update_running_stats(stats, batch_stats, sequential_axis=True) if train else stats
     result = SNNResult(outputs=outputs, v_last=v_last, spike_counts=counts, spike_rates=rates,
                        membranes=membranes, output_state=out_last)
