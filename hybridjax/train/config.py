@@ -49,7 +49,7 @@ class DataConfig:
     representation: Literal["histogram", "voxel"] = "histogram"  # SNN input: counts or time-bilinear voxels
     downsample: int = 1  # sum-pool inputs by this spatial factor (speed); MPJPE stays in 256-crop pixels
     max_val_items: int = 0  # validate on at most this many test items (0 = all)
-    synthetic_preset: str = "tiny"  # --dataset synthetic: preset of hybridjax.data.synthetic to generate
+    synthetic_preset: str = "default"  # --dataset synthetic: SyntheticConfig preset (tiny, default, large)
     synthetic_seed: int = 0  # --dataset synthetic: seed of the generated recordings
     prefetch: int = 2  # batches prepared ahead by a background thread
 

@@ -58,16 +58,14 @@ def resolve_data_dir(config: TrainConfig, log=print) -> pathlib.Path:
         return path
     if config.dataset != "synthetic":
         raise ValueError(f"--dataset {config.dataset} needs --data-dir")
-    path = synthetic_cache_dir(config)
-    done = path / ".complete"
-    if not done.is_file():
-        from hybridjax.data.synthetic import write_synthetic_dhp19
+    from hybridjax.data.synthetic import SyntheticConfig, ensure_synthetic_dhp19
 
+    path = synthetic_cache_dir(config)
+    wanted = SyntheticConfig.preset(config.data.synthetic_preset, seed=config.data.synthetic_seed)
+    if not (path / "synthetic_summary.json").is_file():
         log(f"generating the synthetic DHP19 data set (preset {config.data.synthetic_preset!r}, seed "
             f"{config.data.synthetic_seed}) into {path} (first use; later runs reuse it)")
-        write_synthetic_dhp19(path, seed=config.data.synthetic_seed, preset=config.data.synthetic_preset)
-        done.write_text("ok\n")
-    return path
+    return ensure_synthetic_dhp19(path, wanted, progress=config.progress)
 
 
 def build_dataset(config: TrainConfig, stage: str, split: str, data_dir: pathlib.Path):

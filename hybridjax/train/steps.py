@@ -99,7 +99,7 @@ def _finish(state: TrainState, grads, new_batch_stats, loss_terms: dict, error_s
         step=state.step + 1, params=params, batch_stats=new_batch_stats, opt_state=opt_state
     )
     out = dict(loss_terms)
-    out["grad_norm"] = optax.global_norm(grads)
+    out["grad_norm"] = optax.tree.norm(grads)
     out["mpjpe"] = error_sum / jnp.maximum(count, 1.0)
     out["mpjpe_count"] = count
     return new_state, out

@@ -1,0 +1,120 @@
+"""Checkpoints: exact round trip, retention (last N + best), mismatch errors; resume after a crash / SIGTERM."""
+import dataclasses
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from hybridjax.models import ModelConfig
+from hybridjax.train import data as data_lib
+from hybridjax.train.checkpoint import CheckpointMismatchError, StageCheckpointer
+from hybridjax.train.config import DataConfig, StageConfig, TrainConfig
+from hybridjax.train.loop import (
+    MissingCheckpointError,
+    TrainingInterrupted,
+    initial_state,
+    restore_stage_state,
+    run_stage,
+    train,
+)
+
+
+def ann_config(shared_dir, workdir, **stage_overrides) -> TrainConfig:
+    stage = StageConfig(learning_rate=1e-3, batch_size=2, num_steps=4, eval_every=0, checkpoint_every=2,
+                        log_every=1, **stage_overrides)
+    return TrainConfig(
+        dataset="dhp19", data_dir=shared_dir / "fixtures" / "dhp19_mini", workdir=workdir, stage="ann",
+        model=ModelConfig.preset("tiny_10ms"), data=DataConfig(downsample=8, max_val_items=2),
+        ann=stage, progress=False, evaluate_at_end=False, keep_last=2,
+    )
+
+
+def assert_trees_equal(a, b):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_round_trip_retention_and_mismatch(tmp_path):
+    cfg = TrainConfig(workdir=tmp_path, model=ModelConfig.preset("tiny_10ms"), data=DataConfig(downsample=8))
+    state = initial_state(cfg, "hybrid")
+    arrays = jax.device_get(state.arrays())
+    ckpt = StageCheckpointer(tmp_path / "ckpt", keep_last=2)
+    for step, val in [(1, 9.0), (2, 4.0), (3, None), (4, 6.0), (5, None)]:
+        ckpt.save(step, dict(arrays, step=np.int32(step)), {"val_mpjpe": val} if val else None)
+    assert ckpt.all_steps() == [2, 4, 5]  # the last two plus the best (step 2, 4.0 px)
+    assert ckpt.best_step() == 2 and ckpt.latest_step() == 5
+    restored = ckpt.restore(5, state.arrays())
+    assert int(restored["step"]) == 5
+    assert_trees_equal({k: v for k, v in restored.items() if k != "step"},
+                       {k: v for k, v in arrays.items() if k != "step"})
+    # Another width: the error names the offending entries and their shapes.
+    other = initial_state(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, snn_widths=(8, 12, 16, 32))),
+                          "hybrid")
+    pattern = (r"batch_stats/initializers/down3/bn1/mean: checkpoint has shape \(24,\) float32, "
+               r"the configuration expects \(32,\)")
+    with pytest.raises(CheckpointMismatchError, match=pattern):
+        ckpt.restore(5, other.arrays())
+    ckpt.close()
+
+
+def test_hybrid_without_ann_checkpoint_is_a_clear_error(shared_dir, tmp_path):
+    cfg = dataclasses.replace(ann_config(shared_dir, tmp_path), stage="hybrid")
+    with pytest.raises(MissingCheckpointError, match="needs a trained ANN"):
+        train(cfg)
+    with pytest.raises(MissingCheckpointError, match="no snn checkpoint"):
+        restore_stage_state(cfg, "snn")
+
+
+def test_resume_after_crash_and_sigterm_matches_uninterrupted_run(shared_dir, tmp_path, monkeypatch):
+    data_dir = shared_dir / "fixtures" / "dhp19_mini"
+    straight = ann_config(shared_dir, tmp_path / "straight")
+    run_stage(straight, "ann", data_dir, log=lambda *_: None)
+    reference, _ = restore_stage_state(straight, "ann", "latest")
+
+    # Simulated crash after step 3: the checkpoint of step 2 survives, the rerun resumes from it.
+    crashed = ann_config(shared_dir, tmp_path / "crashed")
+    with pytest.raises(TrainingInterrupted, match="after step 3"):
+        run_stage(crashed, "ann", data_dir, log=lambda *_: None, stop_after=3)
+    assert StageCheckpointer(tmp_path / "crashed" / "ann" / "checkpoints").all_steps() == [2]
+    messages = []
+    run_stage(crashed, "ann", data_dir, log=messages.append)
+    assert any("resuming" in m and "step 2" in m for m in messages)
+    resumed, _ = restore_stage_state(crashed, "ann", "latest")
+    assert_trees_equal(resumed.arrays(), reference.arrays())
+    rows = [json.loads(line) for line in (tmp_path / "crashed" / "ann" / "metrics.jsonl").read_text().splitlines()]
+    straight_rows = (tmp_path / "straight" / "ann" / "metrics.jsonl").read_text().splitlines()
+    assert [r["step"] for r in rows] == [json.loads(line)["step"] for line in straight_rows]  # no duplicates
+
+    # SIGTERM while the second batch is being read: the handler saves the step reached, then stops.
+    build = data_lib.build_dataset
+
+    class SignalOnRead:
+        def __init__(self, dataset):
+            self.dataset, self.reads = dataset, 0
+
+        def __len__(self):
+            return len(self.dataset)
+
+        def __getitem__(self, i):
+            self.reads += 1
+            if self.reads == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return self.dataset[i]
+
+    monkeypatch.setattr(data_lib, "build_dataset",
+                        lambda cfg, stage, split, d: SignalOnRead(build(cfg, stage, split, d)))
+    killed = ann_config(shared_dir, tmp_path / "killed")
+    with pytest.raises(TrainingInterrupted, match="SIGTERM") as stop:
+        run_stage(killed, "ann", data_dir, log=lambda *_: None)
+    assert stop.value.signum == signal.SIGTERM
+    saved = StageCheckpointer(tmp_path / "killed" / "ann" / "checkpoints").all_steps()
+    assert saved and max(saved) < 4
+    monkeypatch.setattr(data_lib, "build_dataset", build)
+    run_stage(killed, "ann", data_dir, log=lambda *_: None)
+    final, _ = restore_stage_state(killed, "ann", "latest")
+    assert_trees_equal(final.arrays(), reference.arrays())

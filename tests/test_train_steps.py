@@ -1,0 +1,104 @@
+"""One training step per stage on the DHP19 fixture with the tiny model (inputs pooled to 32 x 32)."""
+import dataclasses
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hybridjax import losses
+from hybridjax.models import ModelConfig
+from hybridjax.train import data as data_lib
+from hybridjax.train import steps
+from hybridjax.train.config import DataConfig, StageConfig, TrainConfig
+from hybridjax.train.loop import initial_state
+
+DOWNSAMPLE = 8
+
+
+def fixture_config(shared_dir, workdir="unused") -> TrainConfig:
+    stage = StageConfig(learning_rate=1e-3, batch_size=2, num_steps=2)
+    return TrainConfig(
+        dataset="dhp19", data_dir=shared_dir / "fixtures" / "dhp19_mini", workdir=pathlib.Path(workdir),
+        model=ModelConfig.preset("tiny_10ms"), data=DataConfig(downsample=DOWNSAMPLE, max_val_items=2),
+        ann=stage, snn=stage, hybrid=stage, progress=False, evaluate_at_end=False,
+    )
+
+
+def first_batch(config, stage):
+    dataset = data_lib.build_dataset(config, stage, "train", config.data_dir)
+    idx = data_lib.batch_indices(len(dataset), 2, config.seed, 0)
+    return data_lib.collate([dataset[int(i)] for i in idx], data_lib.STAGE_KEYS[stage], DOWNSAMPLE)
+
+
+def leaves_differ(a, b):
+    return [not np.array_equal(np.asarray(x), np.asarray(y))
+            for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)]
+
+
+@pytest.mark.parametrize("stage", ["ann", "snn"])
+def test_one_step_changes_every_parameter(shared_dir, stage):
+    config = fixture_config(shared_dir)
+    state = initial_state(config, stage)
+    before = jax.device_get(state.arrays())
+    batch = first_batch(config, stage)
+    new_state, metrics = jax.jit(steps.TRAIN_STEPS[stage])(state, batch, jax.random.PRNGKey(0))
+    assert np.isfinite(float(metrics["loss"])) and float(metrics["loss"]) > 0
+    assert int(new_state.step) == 1
+    changed = leaves_differ(before["params"], new_state.params)
+    assert all(changed), f"{changed.count(False)} parameter tensors did not move"
+    if stage == "snn":  # BatchNorm running statistics are updated in train mode
+        assert all(leaves_differ(before["batch_stats"], new_state.batch_stats))
+    assert float(metrics["mpjpe_count"]) > 0 and np.isfinite(float(metrics["mpjpe"]))
+
+
+def test_hybrid_step_keeps_ann_frozen(shared_dir):
+    config = fixture_config(shared_dir)
+    state = initial_state(config, "hybrid")
+    assert set(state.params) == {"initializers", "snn"} and set(state.frozen_params) == {"ann"}
+    # Adam holds moments for the trainable tree only.
+    opt_paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]]
+    assert opt_paths and not any("'ann'" in p for p in opt_paths)
+    assert any("'initializers'" in p for p in opt_paths) and any("'snn'" in p for p in opt_paths)
+    before = jax.device_get(state.arrays())
+    batch = first_batch(config, "hybrid")
+    assert batch["events"].shape[1:] == (2, 32, 32, 2) and batch["ann_input_next"].shape == (2, 32, 32, 20)
+    new_state, metrics = jax.jit(steps.hybrid_train_step)(state, batch, jax.random.PRNGKey(0))
+    for name in ("loss", "out_loss", "mp_loss"):
+        assert np.isfinite(float(metrics[name])), name
+    # The loss is the official 0.95 / 0.05 mix of its parts.
+    np.testing.assert_allclose(float(metrics["loss"]),
+                               0.95 * float(metrics["out_loss"]) + 0.05 * float(metrics["mp_loss"]), rtol=1e-5)
+    assert all(leaves_differ(before["params"], new_state.params))
+    assert not any(leaves_differ(before["frozen_params"], new_state.frozen_params))
+    assert all(leaves_differ(before["batch_stats"]["initializers"], new_state.batch_stats["initializers"]))
+
+
+def test_sequence_targets_only_labelled_steps_count(shared_dir):
+    """The SNN loss equals the per-step MSE averaged over the labelled steps, computed independently."""
+    config = fixture_config(shared_dir)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, bin_mode="exact"),
+                                 model=ModelConfig.preset("tiny"))  # 1 ms steps: labels every 10th step
+    batch = first_batch(config, "snn")
+    mask = batch["step_has_label"]
+    assert mask.shape == (100,) and mask.sum() == 10
+    state = initial_state(config, "snn")
+    out = state.model.apply(state.variables(), batch["events"], train=True, mutable=["batch_stats"])[0]
+    targets = steps.heatmap_targets(jnp.asarray(batch["landmarks"]), 32, 32, DOWNSAMPLE)
+    per_step = [float(losses.heatmap_mse(out.heatmaps[t], targets[t])) for t in np.flatnonzero(mask)]
+    _, metrics = jax.jit(steps.snn_train_step)(state, batch, jax.random.PRNGKey(0))
+    np.testing.assert_allclose(float(metrics["loss"]), np.mean(per_step), rtol=1e-5)
+
+
+def test_targets_and_errors_on_the_pooled_grid():
+    landmarks = jnp.array([[[100.0, 140.0], [np.nan, np.nan]]])  # [B=1, J=2, 2] full-resolution (u, v)
+    targets = steps.heatmap_targets(landmarks, 32, 32, downsample=8)
+    assert targets.shape == (1, 32, 32, 2)
+    # floor(100 / 8) = 12 (column), floor(140 / 8) = 17 (row); the missing joint has an all-zero map.
+    assert float(targets[0, 17, 12, 0]) == 1.0 and float(jnp.max(targets[..., 1])) == 0.0
+    pred = steps.predicted_landmarks(targets, downsample=8)
+    np.testing.assert_allclose(np.asarray(pred[0, 0]), [12 * 8 + 3.5, 17 * 8 + 3.5])
+    total, count = steps.error_sum_and_count(pred, landmarks)
+    assert float(count) == 1.0
+    np.testing.assert_allclose(float(total), np.hypot(99.5 - 100.0, 139.5 - 140.0), rtol=1e-6)
