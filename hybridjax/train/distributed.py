@@ -65,7 +65,10 @@ def shard_batch(batch: dict, num_devices: int) -> dict:
 def replicate(tree, devices=None):
     """Copies of ``tree`` on every local device (leading device axis), for ``pmap``."""
     devices = jax.local_devices() if devices is None else devices
-    return jax.device_put_replicated(tree, devices)
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("device",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("device"))
+    stack = lambda x: np.broadcast_to(np.asarray(x), (len(devices),) + np.shape(x))  # noqa: E731
+    return jax.device_put(jax.tree_util.tree_map(stack, tree), sharding)
 
 
 def unreplicate(tree):

@@ -1,0 +1,175 @@
+"""Data parallelism: pmap over 4 forced CPU devices and jax.distributed with two local processes.
+
+Both run in subprocesses: the device count must be fixed before JAX is imported, and each distributed
+process is its own JAX runtime.
+"""
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+PMAP_SCRIPT = textwrap.dedent('''
+    import json, pathlib, sys
+    import jax, jax.numpy as jnp, numpy as np, optax
+    from hybridjax.models import ModelConfig
+    from hybridjax.train import data as data_lib, distributed, steps
+    from hybridjax.train.config import DataConfig, StageConfig, TrainConfig
+    from hybridjax.train.loop import initial_state
+
+    assert jax.local_device_count() == 4, jax.devices()
+    fixture, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+    stage_cfg = StageConfig(learning_rate=1e-3, batch_size=4)
+    cfg = TrainConfig(dataset="dhp19", data_dir=fixture, model=ModelConfig.preset("tiny_10ms"),
+                      data=DataConfig(downsample=8), ann=stage_cfg, snn=stage_cfg, progress=False)
+    rng = jax.random.PRNGKey(7)
+    result = {}
+
+    def batch_of(stage):
+        ds = data_lib.build_dataset(cfg, stage, "train", fixture)
+        return data_lib.collate([ds[i] for i in range(4)], data_lib.STAGE_KEYS[stage], 8)
+
+    def flat(tree):
+        return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree_util.tree_leaves(tree)])
+
+    def max_rel(a, b):
+        a, b = flat(a), flat(b)
+        return float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
+
+    # ANN (no BatchNorm): the pmapped step on 4 shards equals the one-device step on the whole batch.
+    batch = batch_of("ann")
+    single = initial_state(cfg, "ann", 1)
+    ref_state, ref_metrics = jax.jit(steps.ann_train_step)(single, batch, rng)
+    multi = initial_state(cfg, "ann", 4)
+    multi = multi.with_arrays(distributed.replicate(multi.arrays()))
+    pm_state, pm_metrics = steps.compile_train_step("ann", 4)(
+        multi, distributed.shard_batch(batch, 4), distributed.replicated_rng(rng, 4))
+    pm_host = distributed.unreplicate(pm_state.arrays())
+    replicas_equal = all(np.array_equal(np.asarray(x)[0], np.asarray(x)[3])
+                         for x in jax.tree_util.tree_leaves(pm_state.params))
+    result["ann"] = {
+        "params_rel": max_rel(pm_host["params"], ref_state.params),
+        "adam_mu_rel": max_rel(pm_host["opt_state"], ref_state.opt_state),
+        "loss": [float(pm_metrics["loss"][0]), float(ref_metrics["loss"])],
+        "mpjpe": [float(pm_metrics["mpjpe"][0]), float(ref_metrics["mpjpe"])],
+        "replicas_equal": replicas_equal,
+    }
+
+    # SNN (BatchNorm, batch statistics per device): with SGD(1) the update is minus the gradient, so the
+    # pmapped step must equal the mean of four independent one-device steps on the shards, for the
+    # parameters, the BatchNorm running statistics and the metrics.
+    batch = batch_of("snn")
+    sgd = optax.sgd(1.0)
+    single = initial_state(cfg, "snn", 1).replace(tx=sgd)
+    single = single.replace(opt_state=sgd.init(single.params))
+    shards = distributed.shard_batch(batch, 4)
+    step1 = jax.jit(steps.snn_train_step)
+    outs = [step1(single, {k: v[d] for k, v in shards.items()}, rng) for d in range(4)]
+    mean = lambda trees: jax.tree_util.tree_map(lambda *x: np.mean(np.stack(x), axis=0), *trees)
+    ref_params = mean([o[0].params for o in outs])
+    ref_stats = mean([o[0].batch_stats for o in outs])
+    ref_loss = float(np.mean([float(o[1]["loss"]) for o in outs]))
+    err = sum(float(o[1]["mpjpe"]) * float(o[1]["mpjpe_count"]) for o in outs)
+    cnt = sum(float(o[1]["mpjpe_count"]) for o in outs)
+    multi = initial_state(cfg, "snn", 4).replace(tx=sgd)
+    multi = multi.replace(opt_state=sgd.init(multi.params))
+    multi = multi.with_arrays(distributed.replicate(multi.arrays()))
+    pm_state, pm_metrics = steps.compile_train_step("snn", 4)(multi, shards, distributed.replicated_rng(rng, 4))
+    pm_host = distributed.unreplicate(pm_state.arrays())
+    result["snn"] = {
+        "params_rel": max_rel(pm_host["params"], ref_params),
+        "stats_rel": max_rel(pm_host["batch_stats"], ref_stats),
+        "loss": [float(pm_metrics["loss"][0]), ref_loss],
+        "mpjpe": [float(pm_metrics["mpjpe"][0]), err / cnt],
+        "stats_moved": max_rel(pm_host["batch_stats"], single.batch_stats),
+    }
+    out.write_text(json.dumps(result))
+''')
+
+DIST_SCRIPT = textwrap.dedent('''
+    import pathlib, sys
+    import jax, numpy as np
+    from hybridjax.models import ModelConfig
+    from hybridjax.train.config import DataConfig, StageConfig, TrainConfig
+    from hybridjax.train.loop import restore_stage_state, train
+
+    fixture, workdir, port, pid = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    stage = StageConfig(learning_rate=1e-3, batch_size=2, num_steps=2, eval_every=0, checkpoint_every=2)
+    cfg = TrainConfig(dataset="dhp19", data_dir=fixture, workdir=workdir, stage="ann",
+                      model=ModelConfig.preset("tiny_10ms"), data=DataConfig(downsample=8, max_val_items=2),
+                      ann=stage, progress=False, evaluate_at_end=False, distributed=True,
+                      coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid)
+    train(cfg, log=lambda *_: None)
+    assert jax.process_count() == 2 and jax.device_count() == 2
+    state, step = restore_stage_state(cfg, "ann", "latest")
+    flat = np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree_util.tree_leaves(state.params)])
+    np.save(workdir.parent / f"params_{pid}.npy", flat)
+    print("done", pid, step, flush=True)
+''')
+
+
+def _env(**extra):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO), **extra)
+    env.pop("XLA_FLAGS", None)
+    env.update(extra)
+    return env
+
+
+def test_pmap_on_four_devices_matches_one_device(shared_dir, tmp_path):
+    out = tmp_path / "result.json"
+    script = tmp_path / "pmap_check.py"
+    script.write_text(PMAP_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(shared_dir / "fixtures" / "dhp19_mini"), str(out)],
+        env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"), capture_output=True, text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    ann, snn = result["ann"], result["snn"]
+    assert ann["replicas_equal"]
+    assert ann["params_rel"] < 1e-5 and ann["adam_mu_rel"] < 1e-4, ann
+    np.testing.assert_allclose(*ann["loss"], rtol=1e-5)
+    np.testing.assert_allclose(*ann["mpjpe"], rtol=1e-5)
+    assert snn["params_rel"] < 1e-5 and snn["stats_rel"] < 1e-5, snn
+    assert snn["stats_moved"] > 1e-3  # the statistics did change in train mode
+    np.testing.assert_allclose(*snn["loss"], rtol=1e-5)
+    np.testing.assert_allclose(*snn["mpjpe"], rtol=1e-5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_on_loopback_end_with_identical_params(shared_dir, tmp_path):
+    script = tmp_path / "dist_worker.py"
+    script.write_text(DIST_SCRIPT)
+    port = _free_port()
+    workdir = tmp_path / "run"
+    procs = [subprocess.Popen(
+        [sys.executable, str(script), str(shared_dir / "fixtures" / "dhp19_mini"), str(workdir), str(port), str(i)],
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=600))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (stdout, stderr) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, stderr[-4000:]
+        assert "done" in stdout
+    a, b = np.load(tmp_path / "params_0.npy"), np.load(tmp_path / "params_1.npy")
+    assert a.size > 1000
+    np.testing.assert_array_equal(a, b)
+    # Both processes trained the same global batch: the checkpoint holds step 2.
+    assert sorted(p.name for p in (workdir / "ann" / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
