@@ -4,85 +4,14 @@
     python experiments/evaluate.py --workdir runs/paper --which latest --max-items 200
 
 Reads ``<workdir>/config.json`` (written by experiments/train.py), restores the hybrid checkpoint (best
-validation MPJPE by default) and, when present, the pure SNN, and runs :func:`hybridjax.eval.evaluate.evaluate`
-on the test split: the hybrid, the ANN at every label, the ANN held over the window, the SNN alone.
+validation MPJPE by default) and, when present, the pure SNN, and evaluates on the test split: the hybrid,
+the ANN at every label, the ANN held over the window, the SNN alone (see hybridjax.train.report).
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-import pathlib
-import sys
-from typing import Literal
-
 import tyro
 
-
-@dataclasses.dataclass(frozen=True)
-class EvaluateArgs:
-    """Options of the evaluation of a training workdir."""
-
-    workdir: pathlib.Path  # the training workdir (config.json and <stage>/checkpoints)
-    which: Literal["best", "latest"] = "best"  # checkpoint: lowest validation MPJPE or the last one
-    out_dir: pathlib.Path | None = None  # where the report goes; None = <workdir>/report
-    data_dir: pathlib.Path | None = None  # override the data folder of the training config
-    max_items: int = 0  # evaluate at most this many test windows per camera (0 = all)
-    batch_size: int = 4  # windows per jitted call
-    include_snn: bool = True  # also evaluate the separately trained pure SNN when its checkpoint exists
-    plots: bool = True  # write the PNG plots
-
-
-def run_evaluation(args: EvaluateArgs, log=print) -> dict:
-    """Evaluates the workdir; returns the result dict (also written as results.json / report.md)."""
-    from hybridjax.eval.evaluate import EvalConfig, evaluate
-    from hybridjax.eval.report import write_report
-    from hybridjax.train import data as data_lib
-    from hybridjax.train.config import TrainConfig
-    from hybridjax.train.loop import MissingCheckpointError, restore_stage_state
-
-    config_path = pathlib.Path(args.workdir) / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} is missing: is {args.workdir} a workdir of experiments/train.py?")
-    config = TrainConfig.from_json(config_path.read_text())
-    config = dataclasses.replace(config, workdir=pathlib.Path(args.workdir))
-    if args.data_dir is not None:
-        config = dataclasses.replace(config, data_dir=args.data_dir)
-    data_dir = data_lib.resolve_data_dir(config, log)
-
-    state, step = restore_stage_state(config, "hybrid", args.which)
-    variables = {"params": {**state.params, **state.frozen_params}, "batch_stats": state.batch_stats}
-    snn_variables = None
-    if args.include_snn:
-        try:
-            snn_state, snn_step = restore_stage_state(config, "snn", args.which)
-        except MissingCheckpointError:
-            log("evaluate: no pure SNN checkpoint, skipping the trained-SNN baseline")
-        else:
-            snn_variables = {"params": snn_state.params, "batch_stats": snn_state.batch_stats}
-            log(f"evaluate: pure SNN from step {snn_step}")
-    dataset = data_lib.build_dataset(config, "hybrid", "test", data_dir)
-    cameras = tuple(config.data.cameras)
-    eval_config = EvalConfig(
-        batch_size=args.batch_size, main_camera=cameras[-1] if 3 not in cameras else 3,
-        cameras_3d=(2, 3) if {2, 3} <= set(cameras) else None,
-        max_windows=args.max_items or None, downsample=config.data.downsample,
-    )
-    log(f"evaluate: hybrid step {step} ({args.which}) on {len(dataset)} test windows"
-        + (f" (at most {args.max_items} per camera)" if args.max_items else ""))
-    result = evaluate(variables, config.model, dataset, eval_config, snn_variables=snn_variables)
-    result["setup"]["checkpoint_step"] = step
-    result["setup"]["workdir"] = str(args.workdir)
-    out_dir = args.out_dir or pathlib.Path(args.workdir) / "report"
-    written = write_report(result, out_dir, title=f"hybridjax evaluation of {args.workdir}",
-                           plots_enabled=args.plots)
-    headline = {m: s.get("mean_headline") for m, s in result["mpjpe_2d_main"].items()}
-    log("evaluate: 2-D MPJPE (px of the 256 crop, first ANN period): "
-        + ", ".join(f"{m} {v:.2f}" for m, v in headline.items() if v is not None))
-    log(f"evaluate: report written to {written['markdown']}")
-    (out_dir / "headline.json").write_text(json.dumps(headline, indent=2))
-    return result
-
+from hybridjax.train.report import EvaluateArgs, run_evaluation
 
 if __name__ == "__main__":
     run_evaluation(tyro.cli(EvaluateArgs, description=__doc__))
-    sys.exit(0)

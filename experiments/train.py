@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import sys
 
+import jax
 import tyro
 
 from hybridjax.train.config import TrainConfig, preset_choices
 from hybridjax.train.loop import MissingCheckpointError, NonFiniteLossError, TrainingInterrupted, train
+from hybridjax.train.report import EvaluateArgs, run_evaluation
 
 
 def main(config: TrainConfig) -> int:
@@ -27,9 +29,7 @@ def main(config: TrainConfig) -> int:
     except (MissingCheckpointError, NonFiniteLossError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if config.evaluate_at_end and config.stage in ("all", "hybrid"):
-        from evaluate import EvaluateArgs, run_evaluation
-
+    if config.evaluate_at_end and config.stage in ("all", "hybrid") and jax.process_index() == 0:
         run_evaluation(EvaluateArgs(workdir=config.workdir, max_items=config.max_eval_items))
     return 0
 
