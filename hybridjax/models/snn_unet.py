@@ -35,7 +35,7 @@ from hybridjax.models.layers import (
     upsample_bilinear2x,
 )
 from hybridjax.snn.lif import LIFParams, leaky_integrator_step, lif_step
-from hybridjax.snn.scan import checkpoint_policy, scan_steps
+from hybridjax.snn.scan import scan_steps, sequential_remat
 
 # LIF layers in forward order (the order of spike counts and firing rates everywhere in hybridjax).
 LIF_LAYERS = ("static", "down1", "down2", "down3", "res1", "res2", "up1", "up2", "up3")
@@ -190,9 +190,10 @@ def _layer_mode_chunked(params, stats, events, v0, out0, cfg: ModelConfig, *, pu
     """Layer mode in consecutive chunks of ``cfg.time_chunk`` steps, the membranes carried across chunks.
 
     Within a chunk every conv runs once for all of its steps; the chunks run one after the other (a Python
-    loop: the number of steps is static). With ``cfg.remat`` each chunk is a ``jax.checkpoint``: the backward
-    pass keeps only the chunk boundaries (membranes, output) and recomputes one chunk at a time, so the
-    activation memory is that of one chunk instead of growing with the window. Same function as one chunk.
+    loop: the number of steps is static). With ``cfg.remat`` each chunk is rematerialised
+    (:func:`hybridjax.snn.scan.sequential_remat`): the backward pass keeps only the chunk boundaries
+    (membranes, output, the chunk's events) and recomputes one chunk at a time, so the activation memory is
+    that of one chunk instead of growing with the window. The result equals one chunk's.
     """
     steps = events.shape[0]
     chunk = steps if cfg.time_chunk is None else min(cfg.time_chunk, steps)
@@ -202,7 +203,7 @@ def _layer_mode_chunked(params, stats, events, v0, out0, cfg: ModelConfig, *, pu
                            record_membranes=record_membranes)
 
     if cfg.remat and chunk < steps:
-        run = jax.checkpoint(run, policy=checkpoint_policy(cfg.remat_policy))
+        run = sequential_remat(run)
     carry, pieces = (v0, out0), []
     for start in range(0, steps, chunk):
         carry, piece = run(params, stats, events[start:start + chunk], *carry)

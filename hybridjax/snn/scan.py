@@ -19,6 +19,16 @@ REMAT_POLICIES = {
 }
 
 
+def checkpoint_policy(name: str | None):
+    """The ``jax.checkpoint`` policy named ``name`` (:data:`REMAT_POLICIES`); None = save nothing extra."""
+    if name is None:
+        return None
+    try:
+        return REMAT_POLICIES[name]
+    except KeyError:
+        raise ValueError(f"unknown remat_policy {name!r}; choose one of {sorted(REMAT_POLICIES)}") from None
+
+
 def scan_steps(step_fn: Callable[[Any, Any], tuple[Any, Any]], init_carry: Any, xs: Any, *,
                remat: bool = False, remat_policy: str | None = None, unroll: int = 1) -> tuple[Any, Any]:
     """Runs ``step_fn`` over the leading axis of ``xs``; returns ``(final_carry, stacked_outputs)``.
@@ -28,16 +38,35 @@ def scan_steps(step_fn: Callable[[Any, Any], tuple[Any, Any]], init_carry: Any, 
     unroll: forwarded to ``jax.lax.scan``.
     """
     if remat:
-        policy = None
-        if remat_policy is not None:
-            try:
-                policy = REMAT_POLICIES[remat_policy]
-            except KeyError:
-                raise ValueError(
-                    f"unknown remat_policy {remat_policy!r}; choose one of {sorted(REMAT_POLICIES)}"
-                ) from None
-        step_fn = jax.checkpoint(step_fn, policy=policy)
+        step_fn = jax.checkpoint(step_fn, policy=checkpoint_policy(remat_policy))
     return jax.lax.scan(step_fn, init_carry, xs, unroll=unroll)
+
+
+def sequential_remat(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with its backward pass recomputing the forward *after* the cotangent arrives.
+
+    ``jax.checkpoint`` only says "recompute"; for a chain of calls unrolled in Python (no loop) the XLA
+    scheduler may still run every recomputation early, and then all of them are alive at once. Here the
+    backward pass first ties the saved inputs to the incoming cotangent with an optimisation barrier, so the
+    recomputation of call ``k`` cannot start before the backward of call ``k + 1`` has produced that
+    cotangent: one call's activations are alive at a time. Every argument must be an array pytree (the
+    differentiable inputs); ``fn`` itself is static.
+    """
+
+    @jax.custom_vjp
+    def wrapped(*args):
+        return fn(*args)
+
+    def forward(*args):
+        return fn(*args), args
+
+    def backward(saved_args, cotangent):
+        saved_args, cotangent = jax.lax.optimization_barrier((saved_args, cotangent))
+        _, vjp = jax.vjp(fn, *saved_args)
+        return vjp(cotangent)
+
+    wrapped.defvjp(forward, backward)
+    return wrapped
 
 
 def python_loop_steps(step_fn, init_carry, xs):
