@@ -69,6 +69,9 @@ class TrainConfig:
     snn: StageConfig = StageConfig(learning_rate=5e-5, batch_size=2)  # stage 2: SNN alone, from scratch
     hybrid: StageConfig = StageConfig(learning_rate=5e-5, batch_size=2)  # stage 3: hybrid, ANN frozen
     hybrid_from_snn: bool = True  # initialise the hybrid's SNN from the stage-2 checkpoint when present
+    # Start the hybrid's 1x1 output head at zero, so that the hybrid begins as the ANN held over the window and
+    # the SNN learns corrections (not in the official recipe; helps short runs such as the tiny preset).
+    hybrid_zero_head: bool = False
     output_loss_weight: float = 0.95  # hybrid loss weight of the per-step heatmap MSE (official)
     membrane_loss_weight: float = 0.05  # hybrid loss weight of L_mp (official)
     seed: int = 2022  # one seed for initialisation, shuffling and step randomness (official 2022)
@@ -191,10 +194,11 @@ def tiny_preset() -> TrainConfig:
         workdir=pathlib.Path("runs/tiny"),
         model=ModelConfig.preset("tiny_10ms"),
         data=DataConfig(bin_mode="exact", downsample=4, max_val_items=16),
-        ann=StageConfig(learning_rate=2e-3, batch_size=8, num_steps=400, eval_every=200, checkpoint_every=200),
-        snn=StageConfig(learning_rate=2e-3, batch_size=4, num_steps=300, eval_every=150, checkpoint_every=150),
-        hybrid=StageConfig(learning_rate=1e-3, batch_size=4, num_steps=300, eval_every=150,
-                           checkpoint_every=150),
+        ann=StageConfig(learning_rate=2e-3, batch_size=8, num_steps=600, eval_every=300, checkpoint_every=300),
+        snn=StageConfig(learning_rate=2e-3, batch_size=4, num_steps=150, eval_every=150, checkpoint_every=150),
+        hybrid=StageConfig(learning_rate=1e-3, batch_size=4, num_steps=500, eval_every=250,
+                           checkpoint_every=250),
+        hybrid_zero_head=True,
         max_eval_items=16,
     )
 

@@ -68,8 +68,12 @@ def resolve_data_dir(config: TrainConfig, log=print) -> pathlib.Path:
     return ensure_synthetic_dhp19(path, wanted, progress=config.progress)
 
 
-def build_dataset(config: TrainConfig, stage: str, split: str, data_dir: pathlib.Path):
-    """The dataset a stage trains (``split='train'``) or validates (``'test'``) on."""
+def build_dataset(config: TrainConfig, stage: str, split: str, data_dir: pathlib.Path,
+                  window_ms: int | None = None):
+    """The dataset a stage trains (``split='train'``) or validates (``'test'``) on.
+
+    ``window_ms``: SNN window length (None: the official 100 ms for train, 200 ms for test).
+    """
     if config.dataset == "h36m":
         from hybridjax.data import EventH36MDataset
 
@@ -83,7 +87,7 @@ def build_dataset(config: TrainConfig, stage: str, split: str, data_dir: pathlib
     return DHP19Dataset(
         data_dir, split=split, cameras=config.data.cameras, bin_mode=config.data.bin_mode,
         step_ms=config.model.step_ms, representation=config.data.representation,
-        ann_next=(split == "train" and stage == "hybrid"),
+        ann_next=(split == "train" and stage == "hybrid"), window_ms=window_ms,
     )
 
 

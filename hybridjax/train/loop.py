@@ -31,6 +31,8 @@ from hybridjax.train.logging import MetricLogger
 from hybridjax.train.state import StepSettings, TrainState, adam
 from hybridjax.train.steps import compile_eval_step, compile_train_step
 
+VALIDATION_WINDOW_MS = 100  # SNN / hybrid validation windows during training (the training window length)
+
 
 class MissingCheckpointError(FileNotFoundError):
     """A stage needs the checkpoint of an earlier stage that is not in the workdir."""
@@ -112,7 +114,7 @@ def restore_stage_state(config: TrainConfig, stage: str, which: str = "best", nu
             f"no {stage} checkpoint in {folder}: train that stage first "
             f"(python experiments/train.py ... --stage {stage} --workdir {config.workdir})"
         )
-    ckpt = checkpointer_for(config, stage, read_only=True)
+    ckpt = checkpointer_for(config, stage)
     step = (ckpt.best_step() if which == "best" else None) or ckpt.latest_step()
     state = initial_state(config, stage, num_devices)
     state = state.with_arrays(ckpt.restore(step, state.arrays()))
@@ -158,6 +160,11 @@ def hybrid_start_state(config: TrainConfig, num_devices: int, log=print) -> Trai
             batch_stats = dict(batch_stats, snn=stats)
             log(f"hybrid: SNN weights from {stage_dir(config, 'snn')} step {snn_step} "
                 f"({len(loaded)} tensors loaded, {len(kept)} kept fresh: {', '.join(kept) or 'none'})")
+    if config.hybrid_zero_head:
+        head = params["snn"]["head"]
+        zeroed = jax.tree_util.tree_map(jnp.zeros_like, head)
+        params = dict(params, snn=dict(params["snn"], head=zeroed))
+        log("hybrid: SNN head set to zero (the hybrid starts as the ANN held over the window)")
     return TrainState.create(model=state.model, tx=state.tx, settings=state.settings, params=params,
                              frozen_params=frozen, batch_stats=batch_stats)
 
@@ -265,7 +272,10 @@ def run_stage(config: TrainConfig, stage: str, data_dir: pathlib.Path, *, log=pr
         (folder / "config.json").write_text(config.to_json())
 
     train_set = data_lib.build_dataset(config, stage, "train", data_dir)
-    val_set = data_lib.build_dataset(config, stage, "test", data_dir)
+    # Validation windows as long as the training windows (one ANN period for the hybrid, whose ANN
+    # re-initialises it every 100 ms); the final report also scores the official 200 ms test windows.
+    val_set = data_lib.build_dataset(config, stage, "test", data_dir,
+                                     window_ms=None if stage == "ann" else VALIDATION_WINDOW_MS)
     total = _num_steps(config, stage, len(train_set))
     ckpt = checkpointer_for(config, stage)
     latest = ckpt.latest_step() if config.resume else None
@@ -367,7 +377,7 @@ def run_stage(config: TrainConfig, stage: str, data_dir: pathlib.Path, *, log=pr
         logger.close()
         ckpt.close()
 
-    best = checkpointer_for(config, stage, read_only=True)
+    best = checkpointer_for(config, stage)
     best_step = best.best_step()
     result = StageResult(stage, total, val_result[VAL_METRIC], best_step,
                          best.metrics(best_step).get(VAL_METRIC) if best_step is not None else None,
