@@ -1,0 +1,108 @@
+"""Streaming runtime: same poses as the batched hybrid on the same window, independent of the chunk size."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hybridjax.data import representations as rep
+from hybridjax.metrics import argmax_landmarks
+from hybridjax.models import HybridModel, ModelConfig, init_variables
+from hybridjax.runtime import StreamingConfig, StreamingPoseEstimator
+
+CFG = ModelConfig.preset("tiny")  # 1 ms steps
+CROP = (40, 90, 64, 64)  # a 64 x 64 crop of the sensor keeps the test fast; the logic is the full one's
+STREAM = StreamingConfig(reinit_ms=10.0, crop=CROP, keep_heatmaps=True)
+
+
+def _variables():
+    variables = init_variables("hybrid", CFG, jax.random.key(3))
+    # Larger SNN weights so that the LIF layers actually spike (the default init is nearly silent).
+    params = dict(variables["params"])
+    params["snn"] = jax.tree_util.tree_map(lambda w: 4.0 * w, params["snn"])
+    return {"params": params, "batch_stats": variables["batch_stats"]}
+
+
+def _events(duration_ms=30, seed=0):
+    """A sorted synthetic stream: 8000 events in the first 10 ms, then ~600 per ms, mostly inside the crop."""
+    rng = np.random.default_rng(seed)
+    counts = [8000] + [600] * (duration_ms - 10)
+    t = np.concatenate([np.sort(rng.integers(0, 10_000, counts[0]))]
+                       + [np.sort(rng.integers(10_000 + 1000 * k, 11_000 + 1000 * k, c))
+                          for k, c in enumerate(counts[1:])])
+    x = rng.integers(CROP[1] - 5, CROP[1] + CROP[3] + 5, t.size)  # a few fall outside the crop
+    y = rng.integers(CROP[0] - 5, CROP[0] + CROP[2] + 5, t.size)
+    p = rng.integers(0, 2, t.size)
+    return x, y, p, t.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def streamed():
+    variables = _variables()
+    x, y, p, t = _events()
+    estimator = StreamingPoseEstimator(variables, CFG, STREAM)
+    poses = []
+    for start in range(0, t.size, 10_000):
+        poses += estimator.push(x[start:start + 10_000], y[start:start + 10_000], p[start:start + 10_000],
+                                t[start:start + 10_000])
+    poses += estimator.advance_to(30_000)
+    return variables, (x, y, p, t), poses, estimator
+
+
+def test_streaming_equals_batched_hybrid_on_the_same_window(streamed):
+    variables, (x, y, p, t), poses, _ = streamed
+    # Initialisations at 10 ms and 20 ms (fewer than 7500 events before 0 ms), 10 steps each.
+    assert [q.step_end_us for q in poses] == [11_000 + 1000 * k for k in range(20)]
+    assert [q.steps_since_init for q in poses] == list(range(1, 11)) * 2
+    batched = jax.jit(lambda v, a, e: HybridModel(CFG).apply(v, a, e))
+    for window, start_ms in enumerate((10, 20)):
+        before = np.flatnonzero(t < start_ms * 1000)[-7500:]
+        ann_input = rep.ann_frame(x[before], y[before], p[before], t[before], crop=CROP)
+        inside = (t >= start_ms * 1000) & (t < (start_ms + 10) * 1000)
+        events = rep.fixed_time_histogram(x[inside], y[inside], p[inside], t[inside], start_ms * 1000, 1000, 10,
+                                          crop=CROP)
+        out = batched(variables, jnp.asarray(ann_input)[None], jnp.asarray(events)[:, None])
+        heatmaps = np.asarray(out.heatmaps[:, 0])  # [10, H, W, J]
+        got = poses[10 * window:10 * window + 10]
+        np.testing.assert_allclose(np.stack([q.heatmap for q in got]), heatmaps, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(np.stack([q.uv for q in got]), np.asarray(argmax_landmarks(out.heatmaps[:, 0])))
+        assert float(jnp.sum(out.spike_counts)) > 0  # the comparison exercised spiking layers
+    rows_cols = np.stack([q.heatmap_argmax for q in poses])
+    np.testing.assert_array_equal(rows_cols[..., ::-1], np.stack([q.uv for q in poses]).astype(np.int64))
+
+
+def test_chunk_size_does_not_change_the_output(streamed):
+    variables, (x, y, p, t), poses, _ = streamed
+    estimator = StreamingPoseEstimator(variables, CFG, STREAM)
+    one_by_one = []
+    for i in range(t.size):
+        one_by_one += estimator.push(x[i:i + 1], y[i:i + 1], p[i:i + 1], t[i:i + 1])
+    one_by_one += estimator.advance_to(30_000)
+    assert len(one_by_one) == len(poses) == 20
+    for a, b in zip(one_by_one, poses):
+        assert a.step_end_us == b.step_end_us
+        np.testing.assert_array_equal(a.uv, b.uv)
+        np.testing.assert_array_equal(a.heatmap, b.heatmap)
+
+
+def test_latencies_are_recorded_and_steps_complete_without_events(streamed):
+    variables, _, _, estimator = streamed
+    # Inits at 10, 20 and 30 ms (the last one when advance_to(30 ms) closed the step ending there).
+    assert len(estimator.ann_latency_s) == 3 and len(estimator.step_latency_s) == 20
+    quiet = estimator.advance_to(33_000)  # 3 more steps without events
+    assert [q.step_end_us for q in quiet] == [31_000, 32_000, 33_000]
+    assert [q.steps_since_init for q in quiet] == [1, 2, 3] and len(estimator.ann_latency_s) == 3
+
+
+def test_bad_input_is_rejected():
+    variables = _variables()
+    estimator = StreamingPoseEstimator(variables, CFG, dataclasses.replace(STREAM, warmup=False))
+    with pytest.raises(ValueError, match="sorted"):
+        estimator.push([100, 100], [50, 50], [0, 1], [20, 10])
+    with pytest.raises(ValueError, match="integer microseconds"):
+        estimator.push([100], [50], [0], [1.5])
+    with pytest.raises(ValueError, match="multiple of the step"):
+        StreamingPoseEstimator(variables, CFG, dataclasses.replace(STREAM, reinit_ms=2.5))
+    with pytest.raises(ValueError, match="downsample"):
+        StreamingPoseEstimator(variables, CFG, dataclasses.replace(STREAM, downsample=3))
