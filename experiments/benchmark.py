@@ -1,0 +1,149 @@
+"""Speed and memory of hybridjax on this machine: training steps, FLOP/s vs a conv ceiling, memory, streaming.
+
+    python experiments/benchmark.py                                  # paper model, 64x64, batch 2, 10 bins
+    python experiments/benchmark.py --resolution 128 --batch-size 1 --stages hybrid
+    python experiments/benchmark.py --preset paper_1ms --resolution 256 --batch-size 1 --num-steps 100 \
+        --stages hybrid --snn-mode step --remat True --repeats 0      # memory only (compile, no run)
+    python experiments/benchmark.py --sweep-steps 10 25 50 100 --sweep-variants layer step_remat
+    python experiments/benchmark.py --isolate                         # one subprocess per stage (peak RSS each)
+
+Writes a JSON file (``--output``) and prints a table. Runs unchanged on CPU, GPU and TPU (memory from XLA's
+buffer assignment everywhere; peak RSS of the process as well).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import tyro
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkConfig:
+    """What to measure."""
+
+    preset: str = "paper"  # model preset: paper (10 ms bins), paper_1ms, tiny, tiny_10ms
+    resolution: int = 64  # square input size of the training steps (256 = the full DHP19 crop)
+    batch_size: int = 2  # training batch
+    num_steps: int = 10  # SNN steps per training window
+    step_ms: float | None = None  # SNN step length in ms (None: the preset's; 10 = official bins, 1 = 1 ms steps)
+    snn_mode: str | None = None  # "layer" or "step" (None: the ModelConfig default)
+    remat: bool | None = None  # rematerialise scanned steps / chunks (None: the preset's)
+    time_chunk: int | None = None  # layer mode: steps per (rematerialised) chunk
+    stages: tuple[str, ...] = ("ann", "snn", "hybrid")  # training stages to time
+    repeats: int = 3  # timed runs after the warm-up (median reported); 0 = compile and memory only
+    ceiling: bool = True  # time a large conv (3x3 256->256, 64x64, batch 8) as this machine's FLOP/s ceiling
+    streaming: bool = True  # batch-1 streaming latency per SNN step and per ANN initialisation
+    streaming_preset: str | None = None  # model preset for streaming (None: same as preset)
+    streaming_resolution: int = 256  # crop size the streaming runtime works on
+    streaming_downsample: int = 1  # streaming input pooling factor (a model trained on pooled inputs)
+    streaming_ms: int = 300  # stream length (the first 100 ms fill the ANN buffer)
+    data: bool = True  # data pipeline throughput next to the training step's consumption
+    data_dir: str = str(REPO.parent / "shared" / "fixtures" / "dhp19_mini")  # DHP19 folder for the data test
+    sweep_steps: tuple[int, ...] = ()  # long-window sweep: hybrid step memory at these window lengths
+    sweep_variants: tuple[str, ...] = ("layer", "step_remat", "layer_chunk10_remat")  # see bench.long_window
+    sweep_timed_steps: tuple[int, ...] = ()  # window lengths of the sweep that are also timed (slow)
+    isolate: bool = False  # run every stage in its own subprocess (the peak RSS is then per configuration)
+    output: str = "benchmark.json"  # JSON result path
+
+
+def model_config(cfg: BenchmarkConfig, preset: str | None = None):
+    from hybridjax.models import ModelConfig
+
+    model = ModelConfig.preset(preset or cfg.preset)
+    overrides = {k: getattr(cfg, k) for k in ("step_ms", "snn_mode", "remat", "time_chunk")
+                 if getattr(cfg, k) is not None}
+    return dataclasses.replace(model, **overrides)
+
+
+def _stage_in_subprocess(cfg: BenchmarkConfig, stage: str) -> dict:
+    out = pathlib.Path(cfg.output).with_suffix(f".{stage}.json")
+    args = [sys.executable, str(pathlib.Path(__file__).resolve()), "--preset", cfg.preset, "--resolution",
+            str(cfg.resolution), "--batch-size", str(cfg.batch_size), "--num-steps", str(cfg.num_steps),
+            "--stages", stage, "--repeats", str(cfg.repeats), "--no-ceiling", "--no-streaming", "--no-data",
+            "--output", str(out)]
+    for name in ("step_ms", "snn_mode", "remat", "time_chunk"):
+        if getattr(cfg, name) is not None:
+            args += [f"--{name.replace('_', '-')}", str(getattr(cfg, name))]
+    subprocess.run(args, check=True)
+    return json.loads(out.read_text())["train_steps"][0]
+
+
+def run(cfg: BenchmarkConfig, log=print) -> dict:
+    from hybridjax.bench import conv_ceiling, device_description, peak_rss_mb
+
+    result = {"config": dataclasses.asdict(cfg), "device": device_description(), "time_utc": time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_start": os.getloadavg()[0]}
+    model = model_config(cfg)
+    result["model_config"] = dataclasses.asdict(model)
+    if cfg.ceiling:
+        ceiling = conv_ceiling()
+        result["ceiling"] = ceiling.to_dict()
+        log(f"conv ceiling: {ceiling.gflops_per_s:.1f} GFLOP/s ({ceiling.median_wall_s * 1e3:.0f} ms, "
+            f"load {ceiling.loadavg:.1f})")
+    result["train_steps"] = []
+    for stage in cfg.stages:
+        if cfg.isolate:
+            record = _stage_in_subprocess(cfg, stage)
+        else:
+            from hybridjax.bench.training import benchmark_train_step
+
+            record = benchmark_train_step(stage, model, resolution=cfg.resolution, batch_size=cfg.batch_size,
+                                          num_steps=cfg.num_steps, repeats=cfg.repeats).to_dict()
+        result["train_steps"].append(record)
+        log(_row(record, result.get("ceiling")))
+    if cfg.sweep_steps:
+        from hybridjax.bench.long_window import sweep
+
+        result["long_window"] = sweep(model, resolution=cfg.resolution, batch_size=cfg.batch_size,
+                                      steps=cfg.sweep_steps, variants=cfg.sweep_variants,
+                                      repeats=max(cfg.repeats, 1), timed_steps=cfg.sweep_timed_steps, log=log)
+    if cfg.streaming:
+        from hybridjax.bench.streaming import streaming_latency
+
+        stream_model = model_config(cfg, cfg.streaming_preset)
+        stream = streaming_latency(dataclasses.replace(stream_model, step_ms=stream_model.step_ms),
+                                   resolution=cfg.streaming_resolution, duration_ms=cfg.streaming_ms,
+                                   downsample=cfg.streaming_downsample)
+        result["streaming"] = stream
+        log(f"streaming ({cfg.streaming_preset or cfg.preset}, {cfg.streaming_resolution}px / "
+            f"{cfg.streaming_downsample}): step {stream['step_latency_median_ms']:.2f} ms median "
+            f"(p90 {stream['step_latency_p90_ms']:.2f}), ANN init {stream['ann_init_latency_median_ms']:.1f} ms, "
+            f"real-time factor {stream['real_time_factor']:.2f} at {stream_model.step_ms:g} ms steps")
+    if cfg.data:
+        from hybridjax.bench.streaming import data_throughput
+
+        data = data_throughput(cfg.data_dir, batch_size=cfg.batch_size)
+        result["data"] = data
+        consumed = [r["windows_per_s"] for r in result["train_steps"] if r["stage"] != "ann" and r["windows_per_s"]]
+        log(f"data pipeline: {data['windows_per_s']:.1f} windows/s ({data['windows']} windows, "
+            f"{data['num_workers']} workers) vs training consumption "
+            + (", ".join(f"{c:.2f}" for c in consumed) or "n/a") + " windows/s")
+    result["peak_rss_mb"] = peak_rss_mb()
+    pathlib.Path(cfg.output).write_text(json.dumps(result, indent=1, default=str))
+    log(f"wrote {cfg.output}")
+    return result
+
+
+def _row(r: dict, ceiling: dict | None) -> str:
+    peak = r.get("peak_bytes")
+    text = (f"{r['name']:40s} compile {r['compile_s']:6.1f} s  mem {'?' if peak is None else f'{peak / 2**30:.2f}'} GiB"
+            f"  {r['jaxpr_flops'] / 1e9:7.1f} GFLOP")
+    if r["median_wall_s"] is not None:
+        text += (f"  step {r['median_wall_s']:.3f} s (cpu {r['median_cpu_s']:.2f} s)  "
+                 f"{r['jaxpr_gflops_per_s']:.1f} GFLOP/s")
+        if ceiling:
+            text += f" = {100 * r['jaxpr_gflops_per_s'] / ceiling['gflops_per_s']:.0f}% of ceiling"
+        text += f"  load {r['loadavg']:.1f}"
+    return text
+
+
+if __name__ == "__main__":
+    run(tyro.cli(BenchmarkConfig))
