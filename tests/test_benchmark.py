@@ -1,0 +1,99 @@
+"""Benchmark harness: FLOP counts, memory analysis, donation-carrying timing loop, long-window variants."""
+import dataclasses
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from hybridjax.bench import compile_and_time, conv_ceiling
+from hybridjax.bench.long_window import remat_variant
+from hybridjax.bench.streaming import data_throughput, streaming_latency
+from hybridjax.bench.training import synthetic_batch
+from hybridjax.models import ModelConfig
+
+TINY = ModelConfig.preset("tiny")
+
+
+def test_compile_and_time_counts_flops_and_memory_of_a_matmul():
+    a = jnp.ones((64, 32), jnp.float32)
+    b = jnp.ones((32, 16), jnp.float32)
+    timing = compile_and_time("matmul", lambda a, b: a @ b, (a, b), repeats=4)
+    assert timing.flops == 2 * 64 * 32 * 16
+    assert len(timing.wall_s) == len(timing.cpu_s) == 4 and timing.median_wall_s > 0
+    assert timing.argument_bytes == 4 * (64 * 32 + 32 * 16) and timing.output_bytes == 4 * 64 * 16
+    assert timing.peak_bytes >= timing.argument_bytes + timing.output_bytes
+    record = timing.to_dict()
+    assert record["gflops_per_s"] == pytest.approx(timing.flops / timing.median_wall_s / 1e9)
+    json.dumps(record)  # plain JSON types
+
+
+def test_donated_state_is_carried_between_repeats():
+    calls = []
+
+    def step(state, increment):
+        return state + increment
+
+    def carry(args, result):
+        calls.append(float(result[0]))
+        return (result,) + tuple(args[1:])
+
+    compile_and_time("counter", step, (jnp.zeros(3), jnp.ones(3)), repeats=3, donate_argnums=(0,), carry=carry)
+    assert calls == [1.0, 2.0, 3.0, 4.0]  # warm-up + 3 repeats, each on the previous result
+
+
+def test_compile_only_mode_and_bad_repeats():
+    timing = compile_and_time("add", lambda x: x + 1, (jnp.ones(8),), repeats=0)
+    assert timing.wall_s == [] and timing.median_wall_s is None and timing.gflops_per_s is None
+    assert timing.temp_bytes is not None
+    with pytest.raises(ValueError, match="repeats"):
+        compile_and_time("add", lambda x: x + 1, (jnp.ones(8),), repeats=-1)
+
+
+def test_conv_ceiling_flops_closed_form():
+    timing = conv_ceiling(batch=1, size=16, channels=8, kernel=3, repeats=1)
+    assert timing.flops == 2 * 1 * 16 * 16 * 8 * 8 * 9
+    xla = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=(
+        "NHWC", "HWIO", "NHWC"))).lower(jnp.ones((1, 16, 16, 8)), jnp.ones((3, 3, 8, 8))).compile().cost_analysis()
+    # XLA skips the multiplications with the zero padding: 16x16 output, (16 - 2)^2 interior rows/cols full.
+    taps = sum(1 + (i > 0) + (i < 15) for i in range(16))  # kernel rows inside the image, summed over outputs
+    assert xla["flops"] == 2 * 8 * 8 * taps * taps
+
+
+def test_remat_variants_map_to_model_configs():
+    assert remat_variant(TINY, "layer") == dataclasses.replace(TINY, snn_mode="layer", remat=False, time_chunk=None)
+    assert remat_variant(TINY, "step_remat") == dataclasses.replace(TINY, snn_mode="step", remat=True)
+    chunked = remat_variant(TINY, "layer_chunk5_remat")
+    assert (chunked.snn_mode, chunked.remat, chunked.time_chunk) == ("layer", True, 5)
+    with pytest.raises(ValueError, match="remat variant"):
+        remat_variant(TINY, "layer_chunkX_remat")
+
+
+def test_synthetic_batch_has_the_loader_shapes():
+    batch = synthetic_batch("hybrid", TINY, resolution=32, batch_size=2, num_steps=5)
+    assert batch["events"].shape == (5, 2, 32, 32, 2)
+    assert batch["ann_input"].shape == batch["ann_input_next"].shape == (2, 32, 32, 20)
+    assert batch["landmarks"].shape == (5, 2, 13, 2) and batch["step_has_label"].shape == (5,)
+    assert set(synthetic_batch("ann", TINY, resolution=32, batch_size=2, num_steps=5)) == {"ann_input",
+                                                                                            "ann_landmarks"}
+
+
+def test_streaming_latency_counts_steps_after_the_first_ann_init():
+    stats = streaming_latency(TINY, resolution=32, duration_ms=120, events_per_ms=100)
+    # 7500 events exist only after 75 ms, so the first init is at 100 ms; the last event lies in [119, 120) ms.
+    assert stats["ann_inits"] == 1 and stats["steps"] == 19
+    assert stats["step_latency_median_ms"] > 0 and stats["real_time_factor"] > 0
+
+
+def test_data_throughput_on_the_fixture(shared_dir):
+    stats = data_throughput(shared_dir / "fixtures" / "dhp19_mini", batch_size=2, epochs=1)
+    assert stats["windows"] >= 2 and stats["windows_per_s"] > 0
+
+
+def test_cli_help_lists_the_options():
+    out = subprocess.run([sys.executable, "experiments/benchmark.py", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for option in ("--snn-mode", "--remat", "--sweep-steps", "--isolate", "--repeats", "--output"):
+        assert option in out
