@@ -35,7 +35,7 @@ from hybridjax.models.layers import (
     upsample_bilinear2x,
 )
 from hybridjax.snn.lif import LIFParams, leaky_integrator_step, lif_step
-from hybridjax.snn.scan import scan_steps, sequential_remat
+from hybridjax.snn.scan import scan_steps
 
 # LIF layers in forward order (the order of spike counts and firing rates everywhere in hybridjax).
 LIF_LAYERS = ("static", "down1", "down2", "down3", "res1", "res2", "up1", "up2", "up3")
@@ -189,33 +189,35 @@ def _layer_mode_chunked(params, stats, events, v0, out0, cfg: ModelConfig, *, pu
                         record_membranes: bool):
     """Layer mode in consecutive chunks of ``cfg.time_chunk`` steps, the membranes carried across chunks.
 
-    Within a chunk every conv runs once for all of its steps; the chunks run one after the other (a Python
-    loop: the number of steps is static). With ``cfg.remat`` each chunk is rematerialised
-    (:func:`hybridjax.snn.scan.sequential_remat`): the backward pass keeps only the chunk boundaries
-    (membranes, output, the chunk's events) and recomputes one chunk at a time, so the activation memory is
-    that of one chunk instead of growing with the window. The result equals one chunk's.
+    Within a chunk every conv runs once for all of its steps. The whole chunks are scanned
+    (``jax.lax.scan``; each one rematerialised when ``cfg.remat``: the backward pass keeps only the chunk
+    boundaries and recomputes one chunk at a time, so the activation memory is that of one chunk instead of
+    growing with the window); a shorter last chunk runs after them. The result equals one chunk's.
     """
     steps = events.shape[0]
     chunk = steps if cfg.time_chunk is None else min(cfg.time_chunk, steps)
 
-    def run(params, stats, events_chunk, v, out):
+    def run(events_chunk, v, out):
         return _layer_mode(params, stats, events_chunk, v, out, cfg, pure_snn=pure_snn, train=train,
                            record_membranes=record_membranes)
 
-    if cfg.remat and chunk < steps:
-        run = sequential_remat(run)
-    carry, pieces = (v0, out0), []
-    for start in range(0, steps, chunk):
-        carry, piece = run(params, stats, events[start:start + chunk], *carry)
-        pieces.append(piece)
-    if len(pieces) == 1:
-        return carry, pieces[0]
-    outputs, counts, rates, batch_stats, membranes = jax.tree_util.tree_map(
-        lambda *xs: jnp.concatenate(xs, axis=0), *pieces)
-    if not train:  # the running statistics, returned unchanged by every chunk (no step axis to join)
-        batch_stats = pieces[0][3]
-    return carry, (outputs, counts, rates, batch_stats, membranes)
+    if chunk == steps:
+        return run(events, v0, out0)
+    whole = steps // chunk
 
+    def chunk_step(carry, events_chunk):
+        carry, (outputs, counts, rates, batch_stats, membranes) = run(events_chunk, *carry)
+        return carry, (outputs, counts, rates, batch_stats if train else None, membranes)
+
+    chunked = events[:whole * chunk].reshape((whole, chunk) + events.shape[1:])
+    carry, pieces = scan_steps(chunk_step, (v0, out0), chunked, remat=cfg.remat, remat_policy=cfg.remat_policy)
+    pieces = jax.tree_util.tree_map(lambda x: x.reshape((whole * chunk,) + x.shape[2:]), pieces)
+    if whole * chunk < steps:
+        carry, rest = run(events[whole * chunk:], *carry)
+        rest = rest[:3] + (rest[3] if train else None,) + rest[4:]
+        pieces = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b], axis=0), pieces, rest)
+    outputs, counts, rates, batch_stats, membranes = pieces
+    return carry, (outputs, counts, rates, batch_stats if train else stats, membranes)
 
 def snn_step(params: dict, stats: dict, carry: tuple[dict, jax.Array], x_t: jax.Array, cfg: ModelConfig, *,
              pure_snn: bool, train: bool = False, record_membranes: bool = False):

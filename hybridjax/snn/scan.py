@@ -42,33 +42,6 @@ def scan_steps(step_fn: Callable[[Any, Any], tuple[Any, Any]], init_carry: Any, 
     return jax.lax.scan(step_fn, init_carry, xs, unroll=unroll)
 
 
-def sequential_remat(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` with its backward pass recomputing the forward *after* the cotangent arrives.
-
-    ``jax.checkpoint`` only says "recompute"; for a chain of calls unrolled in Python (no loop) the XLA
-    scheduler may still run every recomputation early, and then all of them are alive at once. Here the
-    backward pass first ties the saved inputs to the incoming cotangent with an optimisation barrier, so the
-    recomputation of call ``k`` cannot start before the backward of call ``k + 1`` has produced that
-    cotangent: one call's activations are alive at a time. Every argument must be an array pytree (the
-    differentiable inputs); ``fn`` itself is static.
-    """
-
-    @jax.custom_vjp
-    def wrapped(*args):
-        return fn(*args)
-
-    def forward(*args):
-        return fn(*args), args
-
-    def backward(saved_args, cotangent):
-        saved_args, cotangent = jax.lax.optimization_barrier((saved_args, cotangent))
-        _, vjp = jax.vjp(fn, *saved_args)
-        return vjp(cotangent)
-
-    wrapped.defvjp(forward, backward)
-    return wrapped
-
-
 def python_loop_steps(step_fn, init_carry, xs):
     """The same loop unrolled in Python (a reference for tests; never use it for training)."""
     import jax.numpy as jnp
