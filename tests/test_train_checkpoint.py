@@ -14,6 +14,7 @@ from hybridjax.train.checkpoint import CheckpointMismatchError, StageCheckpointe
 from hybridjax.train.config import DataConfig, StageConfig, TrainConfig
 from hybridjax.train.loop import (
     MissingCheckpointError,
+    NonFiniteLossError,
     TrainingInterrupted,
     initial_state,
     restore_stage_state,
@@ -107,7 +108,7 @@ def test_resume_after_crash_and_sigterm_matches_uninterrupted_run(shared_dir, tm
             return self.dataset[i]
 
     monkeypatch.setattr(data_lib, "build_dataset",
-                        lambda cfg, stage, split, d: SignalOnRead(build(cfg, stage, split, d)))
+                        lambda cfg, stage, split, d, **kw: SignalOnRead(build(cfg, stage, split, d, **kw)))
     killed = ann_config(shared_dir, tmp_path / "killed")
     with pytest.raises(TrainingInterrupted, match="SIGTERM") as stop:
         run_stage(killed, "ann", data_dir, log=lambda *_: None)
@@ -118,3 +119,31 @@ def test_resume_after_crash_and_sigterm_matches_uninterrupted_run(shared_dir, tm
     run_stage(killed, "ann", data_dir, log=lambda *_: None)
     final, _ = restore_stage_state(killed, "ann", "latest")
     assert_trees_equal(final.arrays(), reference.arrays())
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shared_dir, tmp_path, monkeypatch):
+    build = data_lib.build_dataset
+
+    class PoisonAfter:
+        """Items turn NaN from the 7th read on (steps 0-2 read 6 items with batch 2)."""
+
+        def __init__(self, dataset):
+            self.dataset, self.reads = dataset, 0
+
+        def __len__(self):
+            return len(self.dataset)
+
+        def __getitem__(self, i):
+            self.reads += 1
+            item = dict(self.dataset[i])
+            if self.reads > 6:
+                item["ann_input"] = np.full_like(item["ann_input"], np.nan)
+            return item
+
+    monkeypatch.setattr(data_lib, "build_dataset",
+                        lambda cfg, stage, split, d, **kw: PoisonAfter(build(cfg, stage, split, d, **kw)))
+    cfg = ann_config(shared_dir, tmp_path)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, prefetch=1))
+    with pytest.raises(NonFiniteLossError, match=r"NaN/inf before step 4.*last good checkpoint \(step 2\)"):
+        run_stage(cfg, "ann", cfg.data_dir, log=lambda *_: None)
+    assert StageCheckpointer(tmp_path / "ann" / "checkpoints").all_steps() == [2]

@@ -91,10 +91,12 @@ class TrainConfig:
             raise ValueError("TrainConfig.data_dir: --dataset dhp19 needs --data-dir (the preprocessed h5 folder)")
         if self.dataset == "h36m" and self.data_dir is None:
             raise ValueError("TrainConfig.data_dir: --dataset h36m needs --data-dir")
-        if self.data.downsample < 1 or 256 % self.data.downsample or (256 // self.data.downsample) % 32:
+        sides = (256, 320) if self.dataset == "h36m" else (256,)
+        f = self.data.downsample
+        if f < 1 or any(side % f or (side // f) % 32 for side in sides):
             raise ValueError(
-                f"DataConfig.downsample {self.data.downsample}: 256 / downsample must be a multiple of 32 "
-                "(the ANN pools five times), so use 1, 2, 4 or 8"
+                f"DataConfig.downsample {f}: every input side {sides} / downsample must be a multiple of 32 "
+                "(the ANN pools five times): use 1, 2, 4 or 8 for DHP19, 1 or 2 for Event-Human3.6M"
             )
 
     def stage_config(self, stage: str) -> StageConfig:

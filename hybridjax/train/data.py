@@ -77,9 +77,14 @@ def build_dataset(config: TrainConfig, stage: str, split: str, data_dir: pathlib
     if config.dataset == "h36m":
         from hybridjax.data import EventH36MDataset
 
-        if stage == "ann":
-            raise NotImplementedError("ANN-only training on Event-Human3.6M frames is not supported yet")
-        return EventH36MDataset(data_dir, split=split)
+        # No frame dataset: the ANN trains on the windows' ANN inputs and their labels (ann_landmarks).
+        overrides = {} if window_ms is None else {"window_ms": window_ms}
+        if config.data.bin_mode == "exact":
+            overrides["step_ms"] = config.model.step_ms
+        return EventH36MDataset(
+            data_dir, split=split, cameras=config.data.cameras, bin_mode=config.data.bin_mode,
+            ann_next=(split == "train" and stage == "hybrid"), **overrides,
+        )
     from hybridjax.data import DHP19Dataset, DHP19FrameDataset
 
     if stage == "ann":

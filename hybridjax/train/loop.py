@@ -53,9 +53,10 @@ class TrainingInterrupted(Exception):
 # ------------------------------------------------------------------------------------ models and states
 
 
-def input_size(config: TrainConfig) -> int:
-    """Side of the (square) network input: the 256 crop divided by the downsample factor."""
-    return 256 // config.data.downsample
+def input_hw(config: TrainConfig) -> tuple[int, int]:
+    """``(height, width)`` of the network input: the crop (DHP19 256 x 256, Event-H3.6M 256 x 320) pooled."""
+    height, width = (256, 320) if config.dataset == "h36m" else (256, 256)
+    return height // config.data.downsample, width // config.data.downsample
 
 
 def build_model(config: TrainConfig, stage: str):
@@ -65,10 +66,10 @@ def build_model(config: TrainConfig, stage: str):
 
 
 def _init_variables(config: TrainConfig, stage: str, model, key) -> dict:
-    size = input_size(config)
+    height, width = input_hw(config)
     cfg = config.model
-    ann_input = jnp.zeros((1, size, size, cfg.ann_in_channels), jnp.float32)
-    events = jnp.zeros((1, 1, size, size, cfg.snn_in_channels), jnp.float32)
+    ann_input = jnp.zeros((1, height, width, cfg.ann_in_channels), jnp.float32)
+    events = jnp.zeros((1, 1, height, width, cfg.snn_in_channels), jnp.float32)
     if stage == "ann":
         return model.init(key, ann_input)
     if stage == "snn":
@@ -278,6 +279,10 @@ def run_stage(config: TrainConfig, stage: str, data_dir: pathlib.Path, *, log=pr
                                      window_ms=None if stage == "ann" else VALIDATION_WINDOW_MS)
     total = _num_steps(config, stage, len(train_set))
     ckpt = checkpointer_for(config, stage)
+    if not config.resume and ckpt.all_steps():
+        ckpt.close()
+        raise ValueError(f"--no-resume, but {ckpt.directory} already holds checkpoints {ckpt.all_steps()}: "
+                         "use a fresh --workdir or delete them")
     latest = ckpt.latest_step() if config.resume else None
 
     if latest is not None:
@@ -407,7 +412,8 @@ def train(config: TrainConfig, *, log=print) -> dict[str, StageResult]:
     data_dir = _shared_data_dir(config, log)
     results = {}
     for stage in config.stages():
-        if stage == "hybrid" and not (stage_dir(config, "ann") / "checkpoints").is_dir():
+        has_own = (stage_dir(config, stage) / "checkpoints").is_dir()
+        if stage == "hybrid" and not has_own and not (stage_dir(config, "ann") / "checkpoints").is_dir():
             raise MissingCheckpointError(
                 f"the hybrid stage needs a trained ANN in {stage_dir(config, 'ann') / 'checkpoints'}: run "
                 f"--stage ann first (or --stage all) with --workdir {workdir}"
