@@ -13,8 +13,9 @@ The network is written once (:func:`_network`), parameterised by how a LIF layer
   :func:`hybridjax.snn.lif_step` updates its membrane in the scan carry. This is the streaming form.
 * ``layer`` mode runs each conv and BatchNorm for all steps at once (time folded into the batch; BatchNorm
   statistics still per step) and scans only the elementwise LIF update of that layer over time. The SNN is
-  recurrent only within each neuron, so both modes compute the same function; ``layer`` mode gives XLA
-  big convolutions and is the faster one for training.
+  recurrent only within each neuron, so both modes compute the same function. ``layer`` mode gives XLA
+  big convolutions; on CPU ``step`` mode measured slightly less work and memory per training step (it is the
+  default; numbers in the benchmark notes), and with ``remat`` its memory grows only by the carry per step.
 """
 from __future__ import annotations
 
