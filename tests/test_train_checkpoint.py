@@ -71,7 +71,7 @@ def test_hybrid_without_ann_checkpoint_is_a_clear_error(shared_dir, tmp_path):
         restore_stage_state(cfg, "snn")
 
 
-def test_resume_after_crash_and_sigterm_matches_uninterrupted_run(shared_dir, tmp_path, monkeypatch):
+def test_resume_after_crash_matches_uninterrupted_run(shared_dir, tmp_path, monkeypatch):
     data_dir = shared_dir / "fixtures" / "dhp19_mini"
     straight = ann_config(shared_dir, tmp_path / "straight")
     run_stage(straight, "ann", data_dir, log=lambda *_: None)
@@ -90,6 +90,14 @@ def test_resume_after_crash_and_sigterm_matches_uninterrupted_run(shared_dir, tm
     rows = [json.loads(line) for line in (tmp_path / "crashed" / "ann" / "metrics.jsonl").read_text().splitlines()]
     straight_rows = (tmp_path / "straight" / "ann" / "metrics.jsonl").read_text().splitlines()
     assert [r["step"] for r in rows] == [json.loads(line)["step"] for line in straight_rows]  # no duplicates
+
+
+@pytest.mark.slow
+def test_resume_after_sigterm_matches_uninterrupted_run(shared_dir, tmp_path, monkeypatch):
+    data_dir = shared_dir / "fixtures" / "dhp19_mini"
+    straight = ann_config(shared_dir, tmp_path / "straight")
+    run_stage(straight, "ann", data_dir, log=lambda *_: None)
+    reference, _ = restore_stage_state(straight, "ann", "latest")
 
     # SIGTERM while the second batch is being read: the handler saves the step reached, then stops.
     build = data_lib.build_dataset

@@ -12,6 +12,7 @@ weights from ``<workdir>/snn`` (matching entries: the pure SNN's head BatchNorm 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import pathlib
@@ -65,16 +66,17 @@ def build_model(config: TrainConfig, stage: str):
     return {"ann": ANNUNet, "snn": SNNModel, "hybrid": HybridModel}[stage](config.model)
 
 
-def _init_variables(config: TrainConfig, stage: str, model, key) -> dict:
-    height, width = input_hw(config)
-    cfg = config.model
+@functools.cache
+def _variable_initialiser(model, stage: str, height: int, width: int):
+    """Jitted ``key -> variables`` of ``model`` for inputs of ``height x width`` (cached: compiled once)."""
+    cfg = model.config
     ann_input = jnp.zeros((1, height, width, cfg.ann_in_channels), jnp.float32)
     events = jnp.zeros((1, 1, height, width, cfg.snn_in_channels), jnp.float32)
     if stage == "ann":
-        return model.init(key, ann_input)
+        return jax.jit(lambda key: model.init(key, ann_input))
     if stage == "snn":
-        return model.init(key, events)
-    return model.init(key, ann_input, events)
+        return jax.jit(lambda key: model.init(key, events))
+    return jax.jit(lambda key: model.init(key, ann_input, events))
 
 
 def settings_for(config: TrainConfig, stage: str, num_devices: int) -> StepSettings:
@@ -88,7 +90,7 @@ def initial_state(config: TrainConfig, stage: str, num_devices: int = 1) -> Trai
     """A freshly initialised state of ``stage`` (Xavier-normal convs, seed-derived key)."""
     model = build_model(config, stage)
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), STAGE_ORDER.index(stage))
-    variables = jax.jit(lambda k: _init_variables(config, stage, model, k))(key)
+    variables = _variable_initialiser(model, stage, *input_hw(config))(key)
     params = dict(variables["params"])
     frozen = {"ann": params.pop("ann")} if stage == "hybrid" else {}
     sc = config.stage_config(stage)
