@@ -6,6 +6,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from hybridjax.bench import compile_and_time, conv_ceiling
@@ -97,3 +98,33 @@ def test_cli_help_lists_the_options():
                          check=True).stdout
     for option in ("--snn-mode", "--remat", "--sweep-steps", "--isolate", "--repeats", "--output"):
         assert option in out
+
+
+def test_chunked_layer_mode_computes_the_same_outputs_and_gradients():
+    # (step mode with remat against layer mode is covered by tests/test_models.py)
+    from hybridjax.models.snn_unet import init_snn_params, snn_forward, zero_state
+
+    base = remat_variant(TINY, "layer")
+    params, stats = init_snn_params(jax.random.key(1), base, pure_snn=False)
+    params = jax.tree_util.tree_map(lambda w: 3.0 * w, params)  # make the layers spike
+    events = jax.random.poisson(jax.random.key(2), 0.3, (7, 2, 32, 32, 2)).astype(jnp.float32)  # 2 chunks + 1
+    v0 = jax.tree_util.tree_map(lambda v: v + 0.3, zero_state(base, 2, 32, 32))
+    out0 = jnp.zeros((2, 32, 32, TINY.num_joints))
+
+    def run(cfg):
+        def loss(p):
+            result, new_stats = snn_forward(p, stats, events, v0, out0, cfg, pure_snn=False, train=True)
+            value = jnp.mean(result.outputs ** 2) + sum(jnp.mean(v ** 2) for v in result.v_last.values())
+            return value, (result.outputs, result.spike_counts, new_stats)
+
+        return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+    (want_loss, want_aux), want_grads = run(base)
+    (got_loss, got_aux), got_grads = run(remat_variant(TINY, "layer_chunk3_remat"))
+    assert float(jnp.sum(want_aux[1])) > 0
+    np.testing.assert_array_equal(got_aux[1], want_aux[1])  # identical spikes
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+    for got, want in zip(jax.tree_util.tree_leaves((got_aux[0], got_aux[2], got_grads)),
+                         jax.tree_util.tree_leaves((want_aux[0], want_aux[2], want_grads))):
+        # float32 sums in a different order: compare relative to each leaf's scale (gradients reach 1e6 here)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(np.max(np.abs(want))) + 1e-6)
