@@ -188,7 +188,7 @@ def tiny_preset() -> TrainConfig:
     Command: ``python experiments/train.py tiny`` (generates the synthetic recordings into the cache on
     first use, trains ann -> snn -> hybrid on inputs pooled to 64 x 64 with 10 ms steps, then writes the
     evaluation report into runs/tiny/report).
-    Hardware and time: 2 CPU cores, about 11 minutes (30 s of it generating the data on first use).
+    Hardware and time: 2 CPU cores, about 8 minutes (measured 8 min 11 s, 30 s of it generating the data).
     Expected (measured, report headline = first 100 ms of the 16 test windows, px of the 256 crop): hybrid
     19.7, ANN at every label 16.5, ANN held 16.6, SNN alone (hybrid, zero init) 67.7, pure SNN 79.8.
     """
