@@ -133,3 +133,25 @@ def test_evaluate_full_resolution_with_real_every_label_inputs_and_a_pure_snn(fi
     for model in result["setup"]["models"]:
         assert result["mpjpe_2d_main"][model]["count"] == 20 * 13, model
     assert result["energy"]["paper"]["snn_trained"]["snn_power_w"] >= 0.0
+
+
+def test_window_selection_spreads_evenly_and_keeps_camera_views_paired():
+    from hybridjax.eval.evaluate import _select_items
+
+    class Windows:
+        # Camera-major: 2 cameras x (recording A: 6 windows, recording B: 4 windows).
+        entries = [(camera, rec, k) for camera in (2, 3) for rec, n in (("A", 6), ("B", 4)) for k in range(n)]
+
+        def __len__(self):
+            return len(self.entries)
+
+        def index(self):
+            return self.entries
+
+    ds = Windows()
+    chosen = _select_items(ds, 4)
+    # Positions round(linspace(0, 9, 4)) = 0, 3, 6, 9 of each camera's ten windows.
+    assert chosen == [0, 3, 6, 9, 10, 13, 16, 19]
+    picked = [ds.entries[i] for i in chosen]
+    assert [e[1:] for e in picked[:4]] == [e[1:] for e in picked[4:]] == [("A", 0), ("A", 3), ("B", 0), ("B", 3)]
+    assert _select_items(ds, None) == list(range(20)) and _select_items(ds, 50) == list(range(20))

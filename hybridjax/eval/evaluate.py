@@ -128,17 +128,30 @@ def dhp19_ann_inputs(dataset) -> Callable[[str, int, Sequence[int]], np.ndarray]
 
 
 def _select_items(dataset, max_windows: int | None) -> list[int]:
+    """Indices to evaluate: all windows, or ``max_windows`` per camera spread evenly over the split.
+
+    Evenly spread (the training validation's rule, ``hybridjax.train.data.validation_items``) rather than the
+    first ones: the first windows of a split all come from one recording's first seconds. Every camera gets
+    the same positions in its own window list, so the views of a recording stay paired for triangulation.
+    """
     if max_windows is None:
         return list(range(len(dataset)))
     if hasattr(dataset, "index"):
-        taken: dict[int, int] = {}
-        chosen = []
+        per_camera: dict[int, list[int]] = {}
         for i, (camera, _, _) in enumerate(dataset.index()):
-            if taken.get(camera, 0) < max_windows:
-                taken[camera] = taken.get(camera, 0) + 1
-                chosen.append(i)
-        return chosen
-    return list(range(min(len(dataset), max_windows)))
+            per_camera.setdefault(camera, []).append(i)
+        chosen = []
+        for indices in per_camera.values():
+            chosen += [indices[k] for k in _spread(len(indices), max_windows)]
+        return sorted(chosen)
+    return _spread(len(dataset), max_windows)
+
+
+def _spread(n: int, count: int) -> list[int]:
+    """``count`` positions spread evenly over ``0 .. n - 1`` (all of them when ``count >= n``)."""
+    if count <= 0 or count >= n:
+        return list(range(n))
+    return sorted({int(k) for k in np.linspace(0, n - 1, count).round()})
 
 
 def _batches(indices: list[int], batch_size: int):
