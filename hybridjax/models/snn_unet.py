@@ -123,8 +123,11 @@ def _network(params, stats, x, neuron: Callable[[str, jax.Array], jax.Array], *,
 
     def block(name, inp, *, stride=1, residual=None):
         p = params[name]
-        k = p["conv"]["kernel"].shape[0]
-        y = conv2d(inp, p["conv"], stride=stride, padding=k // 2)
+        conv = p["conv"]  # a dict, or a callable inference-time form (hybridjax.runtime.folding)
+        y = conv(inp, stride=stride) if callable(conv) else conv2d(inp, conv, stride=stride,
+                                                                 padding=conv["kernel"].shape[0] // 2)
+        if "bn" not in p:  # eval BatchNorm folded into the conv (hybridjax.runtime.folding.fold_batch_norms)
+            return neuron(name, y if residual is None else y + residual)
         y, batch_stats[name] = batch_norm(y, p["bn"], stats[name], train=train, reduce_axes=bn_axes)
         if residual is not None:
             y = y + residual
