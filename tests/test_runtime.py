@@ -13,7 +13,8 @@ from hybridjax.runtime import StreamingConfig, StreamingPoseEstimator
 
 CFG = ModelConfig.preset("tiny")  # 1 ms steps
 CROP = (40, 90, 64, 64)  # a 64 x 64 crop of the sensor keeps the test fast; the logic is the full one's
-STREAM = StreamingConfig(reinit_ms=10.0, crop=CROP, keep_heatmaps=True)
+# Up to 4 steps per jitted call (a 10k-event chunk spans several steps: scans of 4, 2 and 1 steps).
+STREAM = StreamingConfig(reinit_ms=10.0, crop=CROP, keep_heatmaps=True, max_steps_per_call=4)
 
 
 def _variables():
@@ -73,13 +74,18 @@ def test_streaming_equals_batched_hybrid_on_the_same_window(streamed):
 
 
 def test_chunk_size_does_not_change_the_output(streamed):
-    variables, (x, y, p, t), poses, _ = streamed
-    estimator = StreamingPoseEstimator(variables, CFG, STREAM)
+    # 1-event chunks, one step per call, against the fixture's 10k-event chunks run as scans of several steps:
+    # bit-identical heatmaps (the scan runs the same step function).
+    variables, (x, y, p, t), poses, streamed_estimator = streamed
+    # Chunk 1 closes steps 10-12 (after the init at 10 ms), chunk 2 steps 13-19 and 20-28 (init at 20 ms
+    # between), advance_to(30 ms) step 29: runs of 3, 7, 9, 1 steps in calls of at most 4.
+    assert streamed_estimator.steps_per_call[:9] == [2, 1, 4, 2, 1, 4, 4, 1, 1]
+    estimator = StreamingPoseEstimator(variables, CFG, dataclasses.replace(STREAM, max_steps_per_call=1))
     one_by_one = []
     for i in range(t.size):
         one_by_one += estimator.push(x[i:i + 1], y[i:i + 1], p[i:i + 1], t[i:i + 1])
     one_by_one += estimator.advance_to(30_000)
-    assert len(one_by_one) == len(poses) == 20
+    assert len(one_by_one) == len(poses) == 20 and estimator.steps_per_call == [1] * 20
     for a, b in zip(one_by_one, poses):
         assert a.step_end_us == b.step_end_us
         np.testing.assert_array_equal(a.uv, b.uv)
@@ -106,3 +112,5 @@ def test_bad_input_is_rejected():
         StreamingPoseEstimator(variables, CFG, dataclasses.replace(STREAM, reinit_ms=2.5))
     with pytest.raises(ValueError, match="downsample"):
         StreamingPoseEstimator(variables, CFG, dataclasses.replace(STREAM, downsample=3))
+    with pytest.raises(ValueError, match="max_steps_per_call"):
+        StreamingPoseEstimator(variables, CFG, dataclasses.replace(STREAM, max_steps_per_call=0))

@@ -8,7 +8,10 @@
   :func:`hybridjax.data.representations.fixed_time_histogram`), and to a buffer of the most recent events.
 * A step is complete when an event at or after its end arrives (or :meth:`advance_to` says time has passed);
   then the jitted :func:`hybridjax.models.snn_step` updates the membranes and the integrated output
-  (state donated, so it is updated in place) and the pose is the arg-max of each joint's heatmap.
+  (state donated, so it is updated in place) and the pose is the arg-max of each joint's heatmap. When one
+  call completes several steps (a chunk spanning many milliseconds, or :meth:`advance_to` over a gap), up to
+  ``max_steps_per_call`` of them run in one jitted ``lax.scan`` of the same step function: the same
+  operations in the same order, so the same poses (tested bit for bit), with less dispatch work per step.
 * Every ``reinit_ms`` (100 ms by default) the ANN re-initialises the SNN: its input is the constant-count
   frame of the last 7500 events before that instant (:func:`hybridjax.data.representations.ann_frame`, as the
   data loader builds it), the state initialisers give the membranes and the ANN heatmap the output. The
@@ -17,6 +20,13 @@
 
 So the poses of the steps after an initialisation at ``R`` equal what the batched :class:`HybridModel`
 predicts for the window that starts at ``R`` (same ANN input, same 1 ms bins), whatever the chunking.
+
+Work per step (batch 1 on a CPU core; numbers in the benchmark notes): the SNN parameters are compile-time
+constants of the jitted step (no per-call argument handling), with the eval BatchNorms folded into the convs
+and the 2-channel input conv in space-to-depth form (:mod:`hybridjax.runtime.folding`; same function, only
+rounding differs: ``StreamingConfig.fold_params``); the arg-max is a max and a masked min-index reduction
+(:func:`first_argmax_uv`, cheaper on CPU than ``jnp.argmax``'s variadic reduce); the event histogram of a
+step is one ``np.bincount``.
 """
 from __future__ import annotations
 
@@ -28,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from hybridjax.data import representations as rep
-from hybridjax.metrics import argmax_landmarks
 from hybridjax.models import HybridModel, ModelConfig, snn_step
+from hybridjax.runtime.folding import streaming_snn_params
 
 US_PER_MS = 1000
 
@@ -45,7 +55,13 @@ class StreamingConfig:
     crop: tuple[int, int, int, int] = rep.DHP19_CROP  # (row0, col0, height, width) of the network input
     downsample: int = 1  # sum-pool the input by this factor (a model trained on pooled inputs); poses in crop px
     keep_heatmaps: bool = False  # also return each step's heatmaps [H, W, J] (a device -> host copy per step)
-    warmup: bool = True  # compile both jitted functions at construction (latencies then exclude compilation)
+    warmup: bool = True  # compile the jitted functions at construction (latencies then exclude compilation)
+    # run the SNN with its eval BatchNorms folded into the convs and the input conv in space-to-depth form
+    # (hybridjax.runtime.folding: the same function, fewer operations; False = the parameters as trained)
+    fold_params: bool = True
+    # most steps one jitted call runs when a push / advance_to completes several (a lax.scan over the steps,
+    # lengths 1, 2, 4, ... up to this, each compiled once); 1 = always one step per call
+    max_steps_per_call: int = 8
 
 
 @dataclasses.dataclass
@@ -82,6 +98,8 @@ class StreamingPoseEstimator:
         if f < 1 or height % f or width % f:
             raise ValueError(f"StreamingConfig.downsample {f} must divide the crop {height}x{width}")
         self.grid_hw = (height // f, width // f)
+        if streaming.max_steps_per_call < 1:
+            raise ValueError(f"StreamingConfig.max_steps_per_call must be >= 1, got {streaming.max_steps_per_call}")
         self.variables = jax.device_put(variables)
         model = HybridModel(config)
 
@@ -89,29 +107,45 @@ class StreamingPoseEstimator:
             # (membranes, output) for a batch of one: the state initialisers' v_init and the ANN heatmap.
             return model.apply(variables, ann_input[None], method=HybridModel.ann_init)
 
-        def step(state, snn_params, snn_stats, events_t):
+        snn_params, snn_stats = self.variables["params"]["snn"], self.variables["batch_stats"]["snn"]
+        if streaming.fold_params:
+            snn_params, snn_stats = streaming_snn_params(snn_params, snn_stats, space_to_depth=("static",))
+        keep = streaming.keep_heatmaps
+
+        def step(state, events_t):
+            # The parameters are closed over: compile-time constants of the jitted step.
             (v, out), _ = snn_step(snn_params, snn_stats, state, events_t[None], config, pure_snn=False)
-            return (v, out), argmax_landmarks(out[0])
+            return (v, out), (first_argmax_uv(out[0]), out[0] if keep else None)
+
+        def steps(state, events):
+            return jax.lax.scan(step, state, events)
 
         self._ann_init = jax.jit(ann_init)
         self._step = jax.jit(step, donate_argnums=(0,))
-        self._snn_args = (self.variables["params"]["snn"], self.variables["batch_stats"]["snn"])
+        self._steps = jax.jit(steps, donate_argnums=(0,))  # one compilation per scan length (powers of two)
+        self._scan_lengths = [2 ** i for i in range(1, streaming.max_steps_per_call.bit_length())
+                              if 2 ** i <= streaming.max_steps_per_call]
         if streaming.warmup:
             frame = jnp.zeros(self.grid_hw + (2 * streaming.ann_bins,), jnp.float32)
-            state = self._ann_init(self.variables, frame)
-            jax.block_until_ready(self._step(state, *self._snn_args, jnp.zeros(self.grid_hw + (2,), jnp.float32)))
+            jax.block_until_ready(self._step(self._ann_init(self.variables, frame),
+                                             jnp.zeros(self.grid_hw + (2,), jnp.float32)))
+            for n in self._scan_lengths:
+                jax.block_until_ready(self._steps(self._ann_init(self.variables, frame),
+                                                  jnp.zeros((n,) + self.grid_hw + (2,), jnp.float32)))
         self.reset()
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
         """Forgets every event and the SNN state (the next poses wait for a new ANN initialisation)."""
-        self._recent = tuple(np.zeros(0, np.int64) for _ in range(4))  # x, y, p, t of the latest events
+        self._recent = _EventBuffer(self.streaming.ann_event_count)  # the latest events (ANN input)
         self._counts = np.zeros(self.grid_hw + (2,), np.float32)  # histogram of the step being filled
         self._state = None  # (membranes, output) on the device once initialised
         self._step_index = 0  # index (from origin) of the step being filled
         self._steps_since_init = 0
         self.ann_latency_s: list[float] = []  # wall time of each ANN initialisation (jitted, synchronous)
-        self.step_latency_s: list[float] = []  # wall time of each SNN step update (jitted, synchronous)
+        # wall time of each SNN step update (jitted, synchronous; a call running n steps counts 1/n per step)
+        self.step_latency_s: list[float] = []
+        self.steps_per_call: list[int] = []  # steps run by each jitted SNN call, in order
 
     @property
     def initialised(self) -> bool:
@@ -137,53 +171,64 @@ class StreamingPoseEstimator:
         if not np.issubdtype(t.dtype, np.integer):
             raise ValueError(f"timestamps must be integer microseconds, got dtype {t.dtype}")
         t = t.astype(np.int64)
-        if np.any(np.diff(t) < 0) or (self._recent[3].size and t[0] < self._recent[3][-1]):
+        if np.any(np.diff(t) < 0) or (self._recent.size and t[0] < self._recent.last_t):
             raise ValueError("event timestamps must be sorted (within and across chunks)")
         if t[0] < self.streaming.origin_us:
             raise ValueError(f"event at t={int(t[0])} us is before the stream origin {self.streaming.origin_us} us")
-        poses: list[PoseEstimate] = []
-        start = 0
-        while start < t.size:
-            end_us = self._step_end_us(self._step_index)
-            stop = start + int(np.searchsorted(t[start:], end_us, side="left"))
-            self._add(x[start:stop], y[start:stop], p[start:stop], t[start:stop])
-            start = stop
-            if start < t.size:  # an event at or after the step's end: the step is complete
-                poses.extend(self._complete_steps_until(int(t[start])))
-        return poses
-
-    def advance_to(self, t_us: int) -> list[PoseEstimate]:
-        """Declares that no event before ``t_us`` is still to come: completes every step that ends by then."""
-        return self._complete_steps_until(int(t_us))
-
-    def _add(self, x, y, p, t) -> None:
-        if t.size == 0:
-            return
+        self._recent.append(x, y, p, t)
+        # Step of each event (an event after advance_to() closed its step joins the step being filled) and
+        # its histogram bin; events outside the crop count for the ANN buffer only.
+        step_of = np.maximum((t - self.streaming.origin_us) // self.step_us, self._step_index)
         row0, col0, height, width = self.streaming.crop
         rows, cols = y.astype(np.int64) - row0, x.astype(np.int64) - col0
         inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
         f = self.streaming.downsample
-        np.add.at(self._counts, (rows[inside] // f, cols[inside] // f, p[inside].astype(np.int64)), 1.0)
-        keep = self.streaming.ann_event_count
-        self._recent = tuple(np.concatenate([old, np.asarray(new, np.int64)])[-keep:]
-                             for old, new in zip(self._recent, (x, y, p, t)))
+        grid_w = self.grid_hw[1]
+        bins = ((rows[inside] // f) * grid_w + cols[inside] // f) * 2 + p[inside].astype(np.int64)
+        # An event at or after a step's end completes that step: every step before the last event's.
+        return self._complete_steps(int(step_of[-1]), step_of[inside], bins)
 
-    def _complete_steps_until(self, t_us: int) -> list[PoseEstimate]:
-        poses = []
-        while self._step_end_us(self._step_index) <= t_us:
+    def advance_to(self, t_us: int) -> list[PoseEstimate]:
+        """Declares that no event before ``t_us`` is still to come: completes every step that ends by then."""
+        stop = (int(t_us) - self.streaming.origin_us) // self.step_us  # steps [0, stop) end by t_us
+        return self._complete_steps(stop, np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+    def _complete_steps(self, stop: int, step_of: np.ndarray, bins: np.ndarray) -> list[PoseEstimate]:
+        """Completes steps ``[step_index, stop)`` with the new events ``(step_of, bins)`` (sorted by step).
+
+        Runs them in calls of up to ``max_steps_per_call`` steps that never cross a re-initialisation; new
+        events of step ``stop`` and later stay in the histogram of the step being filled.
+        """
+        poses: list[PoseEstimate] = []
+        cells = self._counts.size
+        done = 0  # new events already counted
+        while self._step_index < stop:
+            first = self._step_index
+            last = min(stop, (first // self.steps_per_init + 1) * self.steps_per_init)
             if self._state is not None:
-                poses.append(self._run_step())
+                last = min(last, first + self.streaming.max_steps_per_call)
+            upto = done + int(np.searchsorted(step_of[done:], last, side="left"))
+            if self._state is not None:
+                counts = np.bincount((step_of[done:upto] - first) * cells + bins[done:upto],
+                                     minlength=(last - first) * cells).astype(np.float32)
+                counts = counts.reshape((last - first,) + self._counts.shape)
+                counts[0] += self._counts
+                poses.extend(self._run_steps(counts))
+            done = upto
             self._counts = np.zeros_like(self._counts)
-            self._step_index += 1
-            if self._step_index % self.steps_per_init == 0:
-                # The buffer holds exactly the events before this instant (later ones are not added yet).
-                self._initialise()
+            self._step_index = last
+            if last % self.steps_per_init == 0:
+                # The buffer may hold later events too: the ANN takes those before this instant.
+                self._initialise(self.streaming.origin_us + last * self.step_us)
+        if done < step_of.size:
+            self._counts += np.bincount(bins[done:], minlength=cells).reshape(self._counts.shape)
         return poses
 
     # ------------------------------------------------------------------ model calls
-    def ann_input(self) -> np.ndarray | None:
-        """The constant-count ANN frame ``[H, W, 20]`` of the buffered events (None if there are too few)."""
-        x, y, p, t = self._recent
+    def ann_input(self, before_us: int | None = None) -> np.ndarray | None:
+        """The constant-count ANN frame ``[H, W, 20]`` of the latest buffered events (before ``before_us`` if
+        given); None if there are too few."""
+        x, y, p, t = self._recent.latest(self.streaming.ann_event_count, before_us)
         if t.size < self.streaming.ann_event_count:
             return None
         frame = rep.ann_frame(x, y, p, t, self.streaming.ann_bins, self.streaming.crop)
@@ -193,8 +238,8 @@ class StreamingPoseEstimator:
             frame = frame.reshape(h // f, f, w // f, f, c).sum(axis=(1, 3))
         return frame
 
-    def _initialise(self) -> None:
-        frame = self.ann_input()
+    def _initialise(self, at_us: int) -> None:
+        frame = self.ann_input(at_us)
         if frame is None:
             return
         start = time.perf_counter()
@@ -203,15 +248,79 @@ class StreamingPoseEstimator:
         self.ann_latency_s.append(time.perf_counter() - start)
         self._steps_since_init = 0
 
-    def _run_step(self) -> PoseEstimate:
-        start = time.perf_counter()
-        self._state, argmax_uv = self._step(self._state, *self._snn_args, jnp.asarray(self._counts))
-        argmax_uv = np.asarray(argmax_uv)  # [J, 2] (u, v) on the grid; waits for the step
-        self.step_latency_s.append(time.perf_counter() - start)
+    def _run_steps(self, counts: np.ndarray) -> list[PoseEstimate]:
+        """Runs the steps of ``counts [n, H, W, 2]`` (scans of 2^i steps, then single steps); their poses."""
+        n, done, poses = counts.shape[0], 0, []
+        while done < n:
+            length = max((k for k in self._scan_lengths if k <= n - done), default=1)
+            start = time.perf_counter()
+            if length == 1:
+                self._state, outputs = self._step(self._state, jnp.asarray(counts[done]))
+                outputs = jax.tree_util.tree_map(lambda a: np.asarray(a)[None], outputs)
+            else:
+                self._state, outputs = self._steps(self._state, jnp.asarray(counts[done:done + length]))
+            argmax_uv, heatmaps = jax.tree_util.tree_map(np.asarray, outputs)  # [length, J, 2]; waits
+            self.step_latency_s.extend([(time.perf_counter() - start) / length] * length)
+            self.steps_per_call.append(length)
+            for i in range(length):
+                poses.append(self._pose(argmax_uv[i], None if heatmaps is None else heatmaps[i],
+                                        self._step_index + done + i))
+            done += length
+        return poses
+
+    def _pose(self, argmax_uv: np.ndarray, heatmap: np.ndarray | None, index: int) -> PoseEstimate:
         self._steps_since_init += 1
         f = self.streaming.downsample
         uv = argmax_uv * f + (f - 1) / 2.0 if f > 1 else argmax_uv.astype(np.float32)
-        return PoseEstimate(step_end_us=self._step_end_us(self._step_index), uv=uv,
+        return PoseEstimate(step_end_us=self._step_end_us(index), uv=uv,
                             heatmap_argmax=argmax_uv[:, ::-1].astype(np.int64),
-                            steps_since_init=self._steps_since_init,
-                            heatmap=self.heatmap if self.streaming.keep_heatmaps else None)
+                            steps_since_init=self._steps_since_init, heatmap=heatmap)
+
+
+def first_argmax_uv(heatmaps: jax.Array) -> jax.Array:
+    """``[..., H, W, J] -> [..., J, 2]``: :func:`hybridjax.metrics.argmax_landmarks`, exactly (first maximum
+    in row-major order; first NaN if any), as a max and a min-index reduction:
+
+    ``i* = min { i : h_i = max_k h_k  or  h_i is NaN }``, ``(u, v) = (i* mod W, i* div W)``.
+    """
+    *lead, h, w, j = heatmaps.shape
+    flat = heatmaps.reshape(*lead, h * w, j)
+    peak = jnp.max(flat, axis=-2, keepdims=True)  # NaN if the joint's map has a NaN
+    index = jnp.arange(h * w, dtype=jnp.int32)[:, None]
+    first = jnp.min(jnp.where((flat == peak) | jnp.isnan(flat), index, h * w), axis=-2)
+    return jnp.stack([first % w, first // w], axis=-1).astype(jnp.float32)
+
+
+class _EventBuffer:
+    """The latest events ``(x, y, p, t)`` (at least ``keep`` of them), appended in amortised O(chunk)."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self._data = np.zeros((4, 4 * max(keep, 1)), np.int64)  # rows x, y, p, t
+        self._start = self._end = 0
+
+    @property
+    def size(self) -> int:
+        return self._end - self._start
+
+    @property
+    def last_t(self) -> int:
+        return int(self._data[3, self._end - 1])
+
+    def append(self, x, y, p, t) -> None:
+        n = t.size
+        if self._end + n > self._data.shape[1]:  # move the kept tail to the front (grow for a big chunk)
+            tail = self._data[:, max(self._start, self._end - self.keep):self._end]
+            if tail.shape[1] + n > self._data.shape[1]:
+                self._data = np.zeros((4, 2 * (tail.shape[1] + n)), np.int64)
+            self._data[:, :tail.shape[1]] = tail.copy()
+            self._start, self._end = 0, tail.shape[1]
+        self._data[:, self._end:self._end + n] = (x, y, p, t)
+        self._end += n
+
+    def latest(self, count: int, before_us: int | None = None) -> tuple[np.ndarray, ...]:
+        """``(x, y, p, t)`` of the ``count`` latest events (with ``t < before_us`` if given)."""
+        end = self._end
+        if before_us is not None:
+            end = self._start + int(np.searchsorted(self._data[3, self._start:self._end], before_us, side="left"))
+        return tuple(self._data[:, max(self._start, end - count):end])
