@@ -45,6 +45,8 @@ class BenchmarkConfig:
     streaming_resolution: int = 256  # crop size the streaming runtime works on
     streaming_downsample: int = 4  # streaming input pooling (4 = the tiny training preset: a 64 x 64 grid)
     streaming_ms: int = 300  # stream length (the first 100 ms fill the ANN buffer)
+    streaming_chunk_ms: int = 1  # milliseconds of events per push (1: one step per push; more: multi-step calls)
+    streaming_tight_loop_steps: int = 200  # also time the jitted step alone (CPU ms per step, min of 10 trials)
     data: bool = True  # data pipeline throughput next to the training step's consumption
     data_dir: str = str(REPO.parent / "shared" / "fixtures" / "dhp19_mini")  # DHP19 folder for the data test
     sweep_steps: tuple[int, ...] = ()  # long-window sweep: hybrid step memory at these window lengths
@@ -112,12 +114,17 @@ def run(cfg: BenchmarkConfig, log=print) -> dict:
 
         stream_model = model_config(cfg, cfg.streaming_preset)
         stream = streaming_latency(stream_model, resolution=cfg.streaming_resolution, duration_ms=cfg.streaming_ms,
-                                   downsample=cfg.streaming_downsample)
+                                   downsample=cfg.streaming_downsample, chunk_ms=cfg.streaming_chunk_ms,
+                                   tight_loop_steps=cfg.streaming_tight_loop_steps)
         result["streaming"] = stream
+        tight = (f", jitted step {stream['tight_loop_cpu_ms_per_step']:.2f} CPU ms "
+                 f"({stream['tight_loop_scan_cpu_ms_per_step']:.2f} per step in scans of "
+                 f"{stream['tight_loop_scan_length']})" if cfg.streaming_tight_loop_steps else "")
         log(f"streaming ({cfg.streaming_preset or cfg.preset}, {cfg.streaming_resolution}px / "
             f"{cfg.streaming_downsample}): step {stream['step_latency_median_ms']:.2f} ms median "
             f"(p90 {stream['step_latency_p90_ms']:.2f}), ANN init {stream['ann_init_latency_median_ms']:.1f} ms, "
-            f"real-time factor {stream['real_time_factor']:.2f} at {stream_model.step_ms:g} ms steps")
+            f"real-time factor {stream['real_time_factor']:.2f} at {stream_model.step_ms:g} ms steps, "
+            f"{stream['cpu_ms_per_step']:.2f} CPU ms per pose{tight}")
     if cfg.data:
         from hybridjax.bench.streaming import data_throughput
 

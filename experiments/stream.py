@@ -36,6 +36,8 @@ class StreamArgs:
     p_matrix_dir: pathlib.Path | None = None  # P1..P4.npy; default: <recording folder>/P_matrices
     reinit_ms: float = 100.0  # ANN re-initialisation period
     chunk_events: int = 1000  # events per push
+    max_steps_per_call: int = 8  # steps one jitted call may run when a push completes several (1: one per call)
+    fold_params: bool = True  # BatchNorms folded into the convs, space-to-depth input conv (same function)
     max_ms: float | None = None  # stop after this much of the recording
     output: pathlib.Path | None = None  # JSON with the latencies and errors
 
@@ -85,8 +87,9 @@ def main(args: StreamArgs) -> dict:
     if args.max_ms is not None:
         keep = t < args.max_ms * 1000
         x, y, p, t = x[keep], y[keep], p[keep], t[keep]
-    estimator = StreamingPoseEstimator(variables, cfg, StreamingConfig(reinit_ms=args.reinit_ms,
-                                                                       downsample=downsample))
+    estimator = StreamingPoseEstimator(variables, cfg, StreamingConfig(
+        reinit_ms=args.reinit_ms, downsample=downsample, max_steps_per_call=args.max_steps_per_call,
+        fold_params=args.fold_params))
     poses = []
     for i in range(0, t.size, args.chunk_events):
         sl = slice(i, i + args.chunk_events)
@@ -109,6 +112,7 @@ def main(args: StreamArgs) -> dict:
                             "max": float(steps_ms.max())} if steps_ms.size else None,
         "ann_init_latency_ms": {"median": float(np.median(inits_ms)), "max": float(inits_ms.max())}
         if inits_ms.size else None,
+        "steps_per_call_mean": float(np.mean(estimator.steps_per_call)) if estimator.steps_per_call else None,
         "real_time_at_step_rate": bool(steps_ms.size and np.median(steps_ms) < cfg.step_ms),
         "mpjpe_px": float(np.mean(errors)) if errors else None, "scored_joints": len(errors),
         "mpjpe_meaningful": args.workdir is not None,

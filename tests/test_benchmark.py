@@ -14,6 +14,7 @@ from hybridjax.bench.long_window import remat_variant
 from hybridjax.bench.streaming import data_throughput, streaming_latency
 from hybridjax.bench.training import synthetic_batch
 from hybridjax.models import ModelConfig
+from hybridjax.runtime import StreamingConfig
 
 TINY = ModelConfig.preset("tiny")
 
@@ -82,10 +83,14 @@ def test_synthetic_batch_has_the_loader_shapes():
 
 
 def test_streaming_latency_counts_steps_after_the_first_ann_init():
-    stats = streaming_latency(TINY, resolution=32, duration_ms=120, events_per_ms=100)
+    # 10 ms chunks (steps run 2 per jitted call), plus the tight-loop CPU time of the single step and the scan.
+    stats = streaming_latency(TINY, resolution=32, duration_ms=120, events_per_ms=100, chunk_ms=10,
+                              streaming=StreamingConfig(max_steps_per_call=2), tight_loop_steps=4)
     # 7500 events exist only after 75 ms, so the first init is at 100 ms; the last event lies in [119, 120) ms.
-    assert stats["ann_inits"] == 1 and stats["steps"] == 19
+    assert stats["ann_inits"] == 1 and stats["steps"] == 19 and stats["chunk_ms"] == 10
     assert stats["step_latency_median_ms"] > 0 and stats["real_time_factor"] > 0
+    assert stats["tight_loop_scan_length"] == 2 and stats["max_steps_per_call"] == 2 and stats["fold_params"]
+    assert stats["tight_loop_cpu_ms_per_step"] > 0 and stats["tight_loop_scan_cpu_ms_per_step"] > 0
 
 
 def test_data_throughput_on_the_fixture(shared_dir):

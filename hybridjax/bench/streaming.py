@@ -1,6 +1,7 @@
 """Streaming latency (batch 1) and data-pipeline throughput measurements."""
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import statistics
 import time
@@ -22,21 +23,60 @@ def synthetic_stream(duration_ms: int, events_per_ms: int, *, crop=rep.DHP19_CRO
     return (rng.integers(col0, col0 + width, n), rng.integers(row0, row0 + height, n), rng.integers(0, 2, n), t)
 
 
+def step_cpu_ms(estimator: StreamingPoseEstimator, *, steps: int = 200, steps_per_call: int = 1,
+                trials: int = 10) -> float:
+    """CPU ms per SNN step of the estimator's jitted step in a tight loop (batch 1, no event handling).
+
+    ``steps_per_call > 1`` times the multi-step scan of that length (a power of two up to
+    ``max_steps_per_call``). The loop starts from an ANN initialisation on an empty frame and feeds a fixed
+    Poisson(0.5) count map. Returns the smallest of ``trials`` repetitions of ``steps`` steps: the machine may be
+    shared, and the minimum is the least disturbed measurement of the same work.
+    """
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(0.5, (steps_per_call,) + estimator.grid_hw + (2,)).astype(np.float32)
+    frame = np.zeros(estimator.grid_hw + (2 * estimator.streaming.ann_bins,), np.float32)
+    if steps_per_call == 1:
+        def call(state):
+            state, (argmax_uv, _) = estimator._step(state, counts[0])
+            return state, argmax_uv
+    elif steps_per_call in estimator._scan_lengths:
+        def call(state):
+            state, (argmax_uv, _) = estimator._steps(state, counts)
+            return state, argmax_uv
+    else:
+        raise ValueError(f"steps_per_call {steps_per_call}: compiled scan lengths are {estimator._scan_lengths}")
+    state = estimator._ann_init(estimator.variables, frame)
+    calls = max(steps // steps_per_call, 1)
+    best = float("inf")
+    for _ in range(trials):
+        start = time.process_time()
+        for _ in range(calls):
+            state, argmax_uv = call(state)
+            np.asarray(argmax_uv)  # the pose reaches the host, as in push()
+        best = min(best, (time.process_time() - start) / (calls * steps_per_call))
+    return 1e3 * best
+
+
 def streaming_latency(cfg: ModelConfig, *, resolution: int = 256, duration_ms: int = 300, events_per_ms: int = 100,
-                      reinit_ms: float = 100.0, downsample: int = 1, variables: dict | None = None) -> dict:
+                      reinit_ms: float = 100.0, downsample: int = 1, variables: dict | None = None,
+                      chunk_ms: int = 1, streaming: StreamingConfig | None = None, tight_loop_steps: int = 0) -> dict:
     """Replays a synthetic stream through :class:`StreamingPoseEstimator` at batch 1 and times it.
 
     The first ``reinit_ms`` only fill the ANN buffer (7500 events are needed), then every step produces a pose.
-    Returns median / p90 latency per SNN step and per ANN initialisation, the real-time factor (stream
-    duration covered by steps / wall time spent inside :meth:`push`, histogramming and ANN inits included)
-    and the process CPU time per produced pose.
+    Events are pushed in chunks of ``chunk_ms`` milliseconds of events (1: a sensor driver's rate, one step per
+    push; more: several steps per push, run ``max_steps_per_call`` at a time). Returns median / p90 latency per
+    SNN step and per ANN initialisation, the real-time factor (stream duration covered by steps / wall time
+    spent inside :meth:`push`, histogramming and ANN inits included), the process CPU time per produced pose
+    and, with ``tight_loop_steps``, :func:`step_cpu_ms` of the single step and of the longest scan.
+    ``streaming``: runtime settings (``reinit_ms``, ``crop`` and ``downsample`` are set from the arguments).
     """
     crop = (2, 34, resolution, resolution)
     variables = variables or init_variables("hybrid", cfg, jax.random.key(0))
-    estimator = StreamingPoseEstimator(variables, cfg, StreamingConfig(reinit_ms=reinit_ms, crop=crop,
-                                                                       downsample=downsample))
+    settings = dataclasses.replace(streaming or StreamingConfig(), reinit_ms=reinit_ms, crop=crop,
+                                   downsample=downsample)
+    estimator = StreamingPoseEstimator(variables, cfg, settings)
     x, y, p, t = synthetic_stream(duration_ms, events_per_ms, crop=crop)
-    chunk = max(events_per_ms, 1)  # about one chunk per millisecond, as a sensor driver would deliver them
+    chunk = max(events_per_ms * chunk_ms, 1)  # chunk_ms of events per push (uniform rate)
     start, cpu_start = time.perf_counter(), time.process_time()
     poses = []
     for i in range(0, t.size, chunk):
@@ -45,14 +85,23 @@ def streaming_latency(cfg: ModelConfig, *, resolution: int = 256, duration_ms: i
     steps = np.asarray(estimator.step_latency_s)
     inits = np.asarray(estimator.ann_latency_s)
     stream_ms = len(poses) * cfg.step_ms
+    tight = {}
+    if tight_loop_steps:
+        longest = max(estimator._scan_lengths, default=1)
+        tight = {"tight_loop_cpu_ms_per_step": step_cpu_ms(estimator, steps=tight_loop_steps),
+                 "tight_loop_scan_length": longest,
+                 "tight_loop_scan_cpu_ms_per_step": step_cpu_ms(estimator, steps=tight_loop_steps,
+                                                                steps_per_call=longest)}
     return {
         "resolution": resolution, "downsample": downsample, "step_ms": cfg.step_ms, "steps": len(poses),
+        "chunk_ms": chunk_ms, "fold_params": settings.fold_params, "max_steps_per_call": settings.max_steps_per_call,
         "ann_inits": len(inits), "step_latency_median_ms": 1e3 * float(np.median(steps)),
         "step_latency_p90_ms": 1e3 * float(np.percentile(steps, 90)),
         "ann_init_latency_median_ms": 1e3 * float(np.median(inits)) if inits.size else None,
         "push_wall_s": wall, "real_time_factor": (stream_ms / 1e3) / wall if wall > 0 else None,
         # CPU time of the whole replay per produced pose (all threads; robust to other processes' load)
         "cpu_ms_per_step": 1e3 * cpu / max(len(poses), 1),
+        **tight,
     }
 
 

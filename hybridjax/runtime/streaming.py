@@ -255,10 +255,10 @@ class StreamingPoseEstimator:
             length = max((k for k in self._scan_lengths if k <= n - done), default=1)
             start = time.perf_counter()
             if length == 1:
-                self._state, outputs = self._step(self._state, jnp.asarray(counts[done]))
+                self._state, outputs = self._step(self._state, counts[done])  # numpy in: jit's fast path
                 outputs = jax.tree_util.tree_map(lambda a: np.asarray(a)[None], outputs)
             else:
-                self._state, outputs = self._steps(self._state, jnp.asarray(counts[done:done + length]))
+                self._state, outputs = self._steps(self._state, counts[done:done + length])
             argmax_uv, heatmaps = jax.tree_util.tree_map(np.asarray, outputs)  # [length, J, 2]; waits
             self.step_latency_s.extend([(time.perf_counter() - start) / length] * length)
             self.steps_per_call.append(length)
