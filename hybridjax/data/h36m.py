@@ -236,6 +236,43 @@ class EventH36MDataset:
     def recording_names(self) -> list[str]:
         return [s.name for s in self.sequences]
 
+    # ---- what hybridjax.eval.evaluate asks of a window dataset
+
+    has_3d_labels = False  # joints_3d is all NaN and there is no camera calibration: no 3-D MPJPE
+
+    @property
+    def window_ms(self) -> int:
+        """Length of a window in ms."""
+        return self.config.window_ms
+
+    @property
+    def cameras(self) -> tuple[int, ...]:
+        """Camera views present in this split, ascending."""
+        return tuple(sorted({s.camera for s in self.sequences}))
+
+    def index(self) -> list[tuple[int, str, int]]:
+        """(camera, recording, window_index) of every item, in item order."""
+        return [(seq.camera, seq.name, w) for k, seq in enumerate(self.sequences)
+                for w in range(self._offsets[k + 1] - self._offsets[k])]
+
+    def label_times_ms(self, window_start_ms: int) -> list[int]:
+        """Times (ms) of the labels of the window starting at ``window_start_ms``, one per labelled step.
+
+        The ANN of the every-label baseline sees the 7500 events ending at each of them (the official
+        Human3.6M pairing of an ANN input ending at ``m`` ms with the label at ``m``).
+        """
+        period = self.config.label_period_ms
+        return [window_start_ms + (k + 1) * period for k in range(len(self._label_steps))]
+
+    def ann_input_at(self, recording: str, camera: int, ms: int) -> np.ndarray:
+        """ANN input [256, 320, 20] of the 7500 events ending at ``ms`` of sequence ``recording``."""
+        if recording not in self._by_name:
+            raise KeyError(f"sequence {recording!r} is not in the {self.split} split")
+        seq = self.sequences[self._by_name[recording]]
+        if seq.camera != camera:
+            raise ValueError(f"sequence {recording!r} is camera view {seq.camera}, not {camera}")
+        return self._ann_frame(seq, int(ms), f"ANN input at {ms} ms")
+
     def __getitem__(self, i: int) -> dict:
         if i < 0:
             i += len(self)

@@ -6,14 +6,18 @@
 * ``ann_every_label``: the ANN alone run at every label time: for the k-th labelled step (label time
   ``s + 10 k`` ms in a window starting at ``s``) the constant-count input of the 7500 events ending at
   ``s + 10 (k + 1)`` ms, i.e. the end of that label's 10 ms slot (the official ANN convention: a frame ending
-  at ``m`` ms is scored against label ``m / 10 - 1``). This is the "ANN at the output rate" baseline;
+  at ``m`` ms is scored against label ``m / 10 - 1``). A dataset with ``label_times_ms(window_start)``
+  (Event-Human3.6M: labels at ``s + 20 (k + 1)`` ms) gets inputs ending at those times instead (its official
+  pairing of a frame ending at ``m`` with the label at ``m``). This is the "ANN at the output rate" baseline;
 * ``ann_held``: the ANN's prediction at the window start held for every step;
 * ``snn_alone``: the hybrid's SNN from zero membranes and a zero output (``init_mode="zeros"``);
 * ``snn_trained`` (optional): a separately trained pure SNN (``SNNModel``) when its variables are given.
 
 Errors are 2-D MPJPE in pixels of the 256 crop per step (NaN-aware: mean over valid joints of all windows),
 per camera; 3-D MPJPE in mm from two cameras (``EvalConfig.cameras_3d``) triangulated per window when the
-dataset holds both views of it. Firing rates per LIF layer and step come from the models' spike counts.
+dataset holds both views of it and has 3-D labels (``has_3d_labels``, default True; otherwise the result
+says why there is no 3-D MPJPE in ``setup["mpjpe_3d_note"]``). Firing rates per LIF layer and step come
+from the models' spike counts.
 Energy and power follow :mod:`hybridjax.eval.energy` with MACs counted from the model
 (:func:`hybridjax.eval.macs.hybrid_macs`).
 
@@ -213,7 +217,7 @@ def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = 
     first = dataset[0]
     num_steps, height, width = first["events"].shape[0], first["events"].shape[1], first["events"].shape[2]
     step_has_label = np.asarray(first["step_has_label"], dtype=bool)
-    window_ms = getattr(dataset, "window_ms", num_steps * LABEL_PERIOD_MS)
+    window_ms = getattr(dataset, "window_ms", None) or num_steps * LABEL_PERIOD_MS
     step_ms = window_ms / num_steps
     window_step_ms = getattr(getattr(dataset, "config", None), "window_step_ms", 100)
     headline_ms = ec.headline_ms if ec.headline_ms is not None else window_step_ms
@@ -261,7 +265,17 @@ def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = 
                if name in models}
     errors_2d = {camera: {m: StepErrors(num_steps) for m in models} for camera in cameras}
     samples = []
-    want_3d = ec.cameras_3d is not None and all(c in cameras for c in ec.cameras_3d)
+    want_3d, note_3d = False, None
+    if ec.cameras_3d is None:
+        note_3d = "not requested (EvalConfig.cameras_3d is None)"
+    elif not getattr(dataset, "has_3d_labels", True) or not hasattr(dataset, "projection_matrix"):
+        note_3d = (f"not defined: {type(dataset).__name__} has no 3-D labels or camera calibration "
+                   "(joints_3d is NaN)")
+    elif not all(c in cameras for c in ec.cameras_3d):
+        note_3d = f"not computed: cameras {list(ec.cameras_3d)} are not all among the evaluated {list(cameras)}"
+    else:
+        want_3d = True
+    label_times_fn = getattr(dataset, "label_times_ms", None)
     views = _StereoErrors(dataset, ec.cameras_3d, models, num_steps, label_steps) if want_3d else None
 
     def load(chunk):
@@ -271,12 +285,16 @@ def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = 
         batch, real = _stack_batch(items, ec.batch_size, f)
         frames = None
         if "ann_every_label" in models:
-            per_item = [ann_inputs_fn(it["recording"], it["camera"],
-                                      [it["window_start_ms"] + LABEL_PERIOD_MS * (k + 1)
-                                       for k in range(len(label_steps))]) for it in items]
+            per_item = [ann_inputs_fn(it["recording"], it["camera"], _every_label_ms(it["window_start_ms"]))
+                        for it in items]
             per_item += [per_item[-1]] * (ec.batch_size - real)
             frames = pool_inputs(np.stack(per_item, axis=1), f)  # [L, B, H, W, 20]
         return items, batch, real, frames
+
+    def _every_label_ms(start: int) -> list[int]:
+        if label_times_fn is not None:
+            return [int(ms) for ms in label_times_fn(int(start))]
+        return [int(start) + LABEL_PERIOD_MS * (k + 1) for k in range(len(label_steps))]
 
     def evaluate_batch(items, batch, real, frames, batch_number):
         out = jax.device_get(run_hybrid(model_variables, batch["ann_input"], batch["events"]))
@@ -326,6 +344,7 @@ def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = 
 
     result = {
         "setup": {
+            "dataset": type(dataset).__name__,
             "num_windows": len(indices), "cameras": list(cameras), "main_camera": main_camera,
             "num_steps": num_steps, "step_ms": step_ms, "window_ms": window_ms,
             "window_step_ms": window_step_ms, "headline_steps": headline_steps, "headline_ms": headline_ms,
@@ -337,6 +356,7 @@ def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = 
     }
     result["mpjpe_2d_main"] = result["mpjpe_2d"][str(main_camera)]
     result["mpjpe_3d"] = views.summary(headline_steps) if views is not None else None
+    result["setup"]["mpjpe_3d_note"] = note_3d
     result["firing"] = {
         name: {"per_step": {layer: acc.rates()[:, i].tolist() for i, layer in enumerate(firing.LIF_LAYERS)},
                "mean": acc.mean_rates(),

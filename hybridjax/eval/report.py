@@ -53,7 +53,12 @@ def _si(value, unit: str) -> str:
     return f"{value:.4g} {unit}"
 
 
-def _mpjpe_table(summaries: dict, models, unit: str, headline_ms) -> list[str]:
+def _has_paper_reference(setup: dict) -> bool:
+    """The paper's numbers are DHP19 numbers: shown beside DHP19-layout results only."""
+    return "H36M" not in str(setup.get("dataset", ""))
+
+
+def _mpjpe_table(summaries: dict, models, unit: str, headline_ms, reference: dict = PAPER_REFERENCE) -> list[str]:
     lines = [f"| model | mean, first {headline_ms:g} ms [{unit}] | mean, whole window [{unit}] | first labelled "
              f"step [{unit}] | joints scored | paper |", "|---|---|---|---|---|---|"]
     for model in models:
@@ -61,7 +66,7 @@ def _mpjpe_table(summaries: dict, models, unit: str, headline_ms) -> list[str]:
         per_step = [v for v in s["per_step"] if v is not None and math.isfinite(v)]
         first = per_step[0] if per_step else None
         lines.append(f"| {plots.MODEL_LABELS.get(model, model)} | {_fmt(s['mean_headline'])} | {_fmt(s['mean'])} "
-                     f"| {_fmt(first)} | {s['count']} | {PAPER_REFERENCE.get(model, '')} |")
+                     f"| {_fmt(first)} | {s['count']} | {reference.get(model, '')} |")
     return lines
 
 
@@ -79,15 +84,21 @@ def markdown_report(result: dict, title: str = "hybridjax evaluation", images: d
                f"Headline averages cover the first {headline:g} ms "
                f"({setup['headline_steps']} steps) of each window, i.e. one ANN period. "
                f"Evaluation took {_fmt(setup.get('wall_seconds'), 1)} s.")
-    out += ["", f"## 2-D MPJPE, camera {setup['main_camera']} (pixels of the 256 crop)", ""]
-    out += _mpjpe_table(r["mpjpe_2d_main"], models, "px", headline)
+    reference = PAPER_REFERENCE if _has_paper_reference(setup) else {}
+    frame = "the 256 crop" if setup["height"] == setup["width"] else f"the {setup['width']}x{setup['height']} frame"
+    out += ["", f"## 2-D MPJPE, camera {setup['main_camera']} (pixels of {frame})", ""]
+    if not reference:
+        out += ["The paper column is empty: its numbers are for DHP19.", ""]
+    out += _mpjpe_table(r["mpjpe_2d_main"], models, "px", headline, reference)
     for camera, summaries in r["mpjpe_2d"].items():
         if int(camera) != setup["main_camera"]:
-            out += ["", f"### camera {camera}", ""] + _mpjpe_table(summaries, models, "px", headline)
+            out += ["", f"### camera {camera}", ""] + _mpjpe_table(summaries, models, "px", headline, reference)
     if r.get("mpjpe_3d") is not None:
         m3 = r["mpjpe_3d"]
         out += ["", f"## 3-D MPJPE, cameras {m3['cameras']} triangulated ({m3['windows']} windows, mm)", ""]
-        out += _mpjpe_table(m3, models, "mm", headline)
+        out += _mpjpe_table(m3, models, "mm", headline, reference)
+    elif setup.get("mpjpe_3d_note"):
+        out += ["", "## 3-D MPJPE", "", f"3-D MPJPE {setup['mpjpe_3d_note']}."]
     out += ["", "## Firing rates (spikes per neuron per step, mean over the first "
             f"{headline:g} ms / whole window)", ""]
     spiking = list(r["firing"])

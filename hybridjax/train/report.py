@@ -70,7 +70,7 @@ def run_evaluation(args: EvaluateArgs, log=print) -> dict:
     written = write_report(result, out_dir, title=f"hybridjax evaluation of {args.workdir}",
                            plots_enabled=args.plots)
     headline = {m: s.get("mean_headline") for m, s in result["mpjpe_2d_main"].items()}
-    log("evaluate: 2-D MPJPE (px of the 256 crop, first ANN period): "
+    log("evaluate: 2-D MPJPE (px of the input frame, first ANN period): "
         + ", ".join(f"{m} {v:.2f}" for m, v in headline.items() if v is not None))
     log(f"evaluate: report written to {written['markdown']}")
     (out_dir / "headline.json").write_text(json.dumps(headline, indent=2))
