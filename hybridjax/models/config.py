@@ -41,6 +41,10 @@ class ModelConfig:
     # layer mode: steps per chunk (convs batched within a chunk, membranes carried across chunks); with remat
     # each chunk is rematerialised, so training memory stays that of one chunk for any window. None = whole.
     time_chunk: int | None = None
+    # pmap/shard axis over which train-mode BatchNorm statistics are averaged (synchronised BatchNorm: the
+    # statistics of the global batch); None = per device. Set only at trace time inside a pmapped training
+    # step (hybridjax.train.steps), never in saved configurations, which stay device-count independent.
+    batch_norm_axis_name: str | None = None
 
     def __post_init__(self):
         if len(self.ann_widths) != 6:
@@ -55,6 +59,10 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.time_chunk must be a positive step count or None, got {self.time_chunk}")
         if self.step_ms <= 0:
             raise ValueError(f"ModelConfig.step_ms must be positive, got {self.step_ms}")
+        if self.batch_norm_axis_name is not None and (not isinstance(self.batch_norm_axis_name, str)
+                                                      or not self.batch_norm_axis_name):
+            raise ValueError("ModelConfig.batch_norm_axis_name must be a non-empty axis name or None, got "
+                             f"{self.batch_norm_axis_name!r}")
         if not 0.0 <= self.output_decay_at_10ms <= 1.0:
             raise ValueError(f"ModelConfig.output_decay_at_10ms must be in [0, 1], got {self.output_decay_at_10ms}")
 

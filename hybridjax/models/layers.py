@@ -120,19 +120,40 @@ def upsample_bilinear2x(x: jax.Array) -> jax.Array:
 
 
 def batch_norm(x: jax.Array, params: dict, stats: dict, *, train: bool, reduce_axes: tuple[int, ...],
-               ) -> tuple[jax.Array, dict]:
-    """BatchNorm over the channel (last) axis.
+               axis_name: str | None = None) -> tuple[jax.Array, dict]:
+    r"""BatchNorm over the channel (last) axis.
 
     train=False: normalise with the running statistics; returns them unchanged.
     train=True: normalise with the biased batch statistics over ``reduce_axes``; the returned statistics
     are the batch mean and the *unbiased* batch variance (PyTorch's running-variance convention), with
     whatever axes were not reduced (e.g. time) kept, so the caller can fold them into the running averages
     with :func:`update_running_stats`.
+
+    ``axis_name`` (train mode only; the name of a ``pmap`` / ``vmap`` / shard axis over which the batch is
+    split): synchronised BatchNorm, the statistics of the *global* batch. With ``D`` members of the axis,
+    each holding ``n`` of the reduced elements (every member has the same static shape, so the shards are
+    equal by construction and averages of shard averages are global averages), in two passes:
+
+    .. math::
+
+        \mu = \tfrac{1}{D}\sum_d \operatorname{mean}_n(x_d), \qquad
+        \sigma^2 = \tfrac{1}{D}\sum_d \operatorname{mean}_n\big((x_d - \mu)^2\big), \qquad
+        \sigma^2_{\text{unbiased}} = \sigma^2 \, \frac{nD}{nD - 1}
+
+    (each average over devices is a ``jax.lax.pmean``; ``D = psum(1)``). The second pass is taken about the
+    global mean, so no ``E[x^2] - mu^2`` cancellation. Normalisation and the returned statistics then equal
+    those of one device holding the concatenated batch; gradients flow through the collectives, so the
+    cross-device dependence of ``mu`` and ``sigma^2`` on every shard is differentiated exactly.
     """
     if train:
         mean = jnp.mean(x, axis=reduce_axes, keepdims=True)
+        if axis_name is not None:
+            mean = jax.lax.pmean(mean, axis_name)
         var = jnp.mean(jnp.square(x - mean), axis=reduce_axes, keepdims=True)
         count = math.prod(x.shape[a] for a in reduce_axes)
+        if axis_name is not None:
+            var = jax.lax.pmean(var, axis_name)
+            count = count * jax.lax.psum(1, axis_name)  # a Python int: the axis size is static
         unbiased = var * (count / max(count - 1, 1))
         batch = {"mean": jnp.squeeze(mean, reduce_axes), "var": jnp.squeeze(unbiased, reduce_axes)}
     else:

@@ -7,7 +7,8 @@
 
 Inputs are NHWC; sequences are time-major ``[T, B, H, W, C]`` (:mod:`hybridjax.layout`). ``train=True``
 normalises with batch statistics (per SNN step) and, when ``batch_stats`` is mutable, stores the updated
-running averages.
+running averages; with ``config.batch_norm_axis_name`` set (inside ``pmap``) those are the statistics of the
+batch over all devices of that axis (synchronised BatchNorm).
 """
 from __future__ import annotations
 
@@ -136,7 +137,8 @@ class HybridModel(nn.Module):
 
     def _initial_states(self, features, height, width, train):
         shapes = {n: s[:2] for n, s in lif_shapes(self.config, height, width).items()}
-        v_init, batch = initial_states(self.init_params, self.init_stats.value, features, shapes, train=train)
+        v_init, batch = initial_states(self.init_params, self.init_stats.value, features, shapes, train=train,
+                                       bn_axis_name=self.config.batch_norm_axis_name)
         if train and self.is_mutable_collection("batch_stats") and not self.is_initializing():
             self.init_stats.value = update_running_stats(self.init_stats.value, batch, sequential_axis=False)
         return v_init

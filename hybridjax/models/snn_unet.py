@@ -117,8 +117,12 @@ jax.tree_util.register_dataclass(
 
 
 def _network(params, stats, x, neuron: Callable[[str, jax.Array], jax.Array], *, train: bool, bn_axes,
-             pure_snn: bool):
-    """The spiking U-Net's wiring, once. ``neuron(layer, current) -> spikes``; returns (head, batch stats)."""
+             pure_snn: bool, bn_axis_name: str | None = None):
+    """The spiking U-Net's wiring, once. ``neuron(layer, current) -> spikes``; returns (head, batch stats).
+
+    ``bn_axis_name``: synchronise train-mode BatchNorm statistics over this pmap axis
+    (:attr:`ModelConfig.batch_norm_axis_name`).
+    """
     batch_stats = {}
 
     def block(name, inp, *, stride=1, residual=None):
@@ -128,7 +132,8 @@ def _network(params, stats, x, neuron: Callable[[str, jax.Array], jax.Array], *,
                                                                  padding=conv["kernel"].shape[0] // 2)
         if "bn" not in p:  # eval BatchNorm folded into the conv (hybridjax.runtime.folding.fold_batch_norms)
             return neuron(name, y if residual is None else y + residual)
-        y, batch_stats[name] = batch_norm(y, p["bn"], stats[name], train=train, reduce_axes=bn_axes)
+        y, batch_stats[name] = batch_norm(y, p["bn"], stats[name], train=train, reduce_axes=bn_axes,
+                                          axis_name=bn_axis_name)
         if residual is not None:
             y = y + residual
         return neuron(name, y)
@@ -145,7 +150,7 @@ def _network(params, stats, x, neuron: Callable[[str, jax.Array], jax.Array], *,
     head = conv2d(jnp.concatenate([s_up3, s_static], axis=-1), params["head"]["conv"])
     if pure_snn:
         head, batch_stats["head"] = batch_norm(head, params["head"]["bn"], stats["head"], train=train,
-                                               reduce_axes=bn_axes)
+                                               reduce_axes=bn_axes, axis_name=bn_axis_name)
     return head, batch_stats
 
 
@@ -177,7 +182,7 @@ def _layer_mode(params, stats, events, v0, out0, cfg: ModelConfig, *, pure_snn: 
         return spikes
 
     heads, batch_stats = _network(params, stats, events, neuron, train=train, bn_axes=(1, 2, 3),
-                                  pure_snn=pure_snn)
+                                  pure_snn=pure_snn, bn_axis_name=cfg.batch_norm_axis_name)
 
     def integrate(out_prev, head_t):
         out = _output_update(out_prev, head_t, pure_snn=pure_snn, decay=cfg.output_decay,
@@ -241,7 +246,8 @@ def snn_step(params: dict, stats: dict, carry: tuple[dict, jax.Array], x_t: jax.
         rates.append(jnp.mean(s))
         return s
 
-    head, batch_stats = _network(params, stats, x_t, neuron, train=train, bn_axes=(0, 1, 2), pure_snn=pure_snn)
+    head, batch_stats = _network(params, stats, x_t, neuron, train=train, bn_axes=(0, 1, 2), pure_snn=pure_snn,
+                                 bn_axis_name=cfg.batch_norm_axis_name)
     out = _output_update(out_prev, head, pure_snn=pure_snn, decay=cfg.output_decay, tau=cfg.snn_output_tau)
     per_step = {"out": out, "spike_counts": jnp.stack(counts), "spike_rates": jnp.stack(rates),
                 "batch_stats": batch_stats}

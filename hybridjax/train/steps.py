@@ -17,13 +17,19 @@ Losses (SPEC section 3), with targets built on device from the landmarks by :mod
   the next window's ANN input in train mode and the target is not detached. The ANN is frozen (outside
   the optimiser, see :class:`~hybridjax.train.state.TrainState`).
 
-With ``settings.axis_name`` set (under ``pmap``) the gradients, the BatchNorm running statistics and the
-metrics are averaged over that axis with ``jax.lax.pmean``; shards have equal size, so the mean of the
-shard means is the mean over the global batch. MPJPE is accumulated as (sum of errors, count) and
-summed, so it is the exact global NaN-aware mean.
+With ``settings.axis_name`` set (under ``pmap``) the gradients and the metrics are averaged over that axis
+with ``jax.lax.pmean``; shards have equal size, so the mean of the shard means is the mean over the global
+batch. BatchNorm is synchronised: the train steps trace the model with
+``ModelConfig.batch_norm_axis_name = settings.axis_name`` (:func:`step_model`), so every train-mode
+BatchNorm (SNN blocks, pure-SNN head, state initialisers) normalises with the mean and variance of the
+*global* batch (:func:`hybridjax.models.layers.batch_norm`) and the running statistics are updated with
+them; a pmapped step therefore equals the one-device step on the concatenated batch (up to float
+rounding). MPJPE is accumulated as (sum of errors, count) and summed, so it is the exact global
+NaN-aware mean.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -86,11 +92,28 @@ def _sum_over_devices(tree, axis_name: str | None):
     return tree if axis_name is None else jax.lax.psum(tree, axis_name)
 
 
+def step_model(state: TrainState):
+    """The state's model as a train step traces it: BatchNorm synchronised over ``settings.axis_name``.
+
+    Under ``pmap`` (``axis_name`` set) the model's config gets ``batch_norm_axis_name = axis_name``; under
+    ``jit`` it gets None, whatever the stored config says (there is no axis to average over). Only the
+    traced copy changes: ``state.model``, the training configuration and what is saved beside the
+    checkpoints keep their device-count independent config.
+    """
+    model, axis = state.model, state.settings.axis_name
+    if model.config.batch_norm_axis_name == axis:
+        return model
+    return model.clone(config=dataclasses.replace(model.config, batch_norm_axis_name=axis))
+
+
 def _finish(state: TrainState, grads, new_batch_stats, loss_terms: dict, error_sum, count):
-    """Averages over devices, applies the optimiser update and assembles the metrics dict."""
+    """Averages over devices, applies the optimiser update and assembles the metrics dict.
+
+    ``new_batch_stats`` need no averaging: synchronised BatchNorm (:func:`step_model`) already gives every
+    device the global batch statistics, hence the same running averages.
+    """
     axis = state.settings.axis_name
     grads = _mean_over_devices(grads, axis)
-    new_batch_stats = _mean_over_devices(new_batch_stats, axis)
     loss_terms = _mean_over_devices(loss_terms, axis)
     error_sum, count = _sum_over_devices((error_sum, count), axis)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
@@ -115,7 +138,7 @@ def ann_train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[Tra
     targets = heatmap_targets(batch["ann_landmarks"], x.shape[1], x.shape[2], f)
 
     def loss_fn(params):
-        heat = state.model.apply(state.variables(params), x, rngs={"dropout": rng})
+        heat = step_model(state).apply(state.variables(params), x, rngs={"dropout": rng})
         return losses.heatmap_mse(heat, targets), heat
 
     (loss, heat), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -130,7 +153,7 @@ def snn_train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[Tra
     targets = heatmap_targets(batch["landmarks"], events.shape[2], events.shape[3], f)
 
     def loss_fn(params):
-        out, updated = state.model.apply(
+        out, updated = step_model(state).apply(
             state.variables(params), events, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
         )
         return losses.sequence_loss(out.heatmaps, targets, mask), (out, updated["batch_stats"])
@@ -153,17 +176,18 @@ def hybrid_train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[
     f = settings.downsample
     events, mask = batch["events"], batch["step_has_label"]
     targets = heatmap_targets(batch["landmarks"], events.shape[2], events.shape[3], f)
+    model = step_model(state)
 
     def loss_fn(params):
         variables = state.variables(params)
-        out, updated = state.model.apply(
+        out, updated = model.apply(
             variables, batch["ann_input"], events, train=True, mutable=["batch_stats"],
             rngs={"dropout": rng},
         )
         # The L_mp target: initial membranes from the next window's ANN input, in train mode (the
         # initialisers' BatchNorms see that batch too), gradient kept (official: not detached).
         variables_next = dict(variables, batch_stats=updated["batch_stats"])
-        v_next, updated = state.model.apply(
+        v_next, updated = model.apply(
             variables_next, batch["ann_input_next"], train=True, method="initial_states",
             mutable=["batch_stats"],
         )
