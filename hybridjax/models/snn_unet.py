@@ -36,6 +36,7 @@ from hybridjax.models.layers import (
     update_running_stats,
     upsample_bilinear2x,
 )
+from hybridjax.models.upconv import POLYPHASE_KEY, upsample2x_conv2d, with_polyphase_kernels
 from hybridjax.snn.lif import LIFParams, leaky_integrator_step, lif_step
 from hybridjax.snn.scan import scan_steps
 
@@ -125,11 +126,15 @@ def _network(params, stats, x, neuron: Callable[[str, jax.Array], jax.Array], *,
     """
     batch_stats = {}
 
-    def block(name, inp, *, stride=1, residual=None):
+    def block(name, inp, *, stride=1, residual=None, upsample=False):
         p = params[name]
         conv = p["conv"]  # a dict, or a callable inference-time form (hybridjax.runtime.folding)
-        y = conv(inp, stride=stride) if callable(conv) else conv2d(inp, conv, stride=stride,
-                                                                 padding=conv["kernel"].shape[0] // 2)
+        if upsample and not callable(conv) and POLYPHASE_KEY in conv:  # prepared by _prepare_up_convs
+            y = upsample2x_conv2d(inp, conv)  # = conv2d(upsample_bilinear2x(inp)) without the x2 map
+        else:
+            inp = upsample_bilinear2x(inp) if upsample else inp
+            y = conv(inp, stride=stride) if callable(conv) else conv2d(inp, conv, stride=stride,
+                                                                     padding=conv["kernel"].shape[0] // 2)
         if "bn" not in p:  # eval BatchNorm folded into the conv (hybridjax.runtime.folding.fold_batch_norms)
             return neuron(name, y if residual is None else y + residual)
         y, batch_stats[name] = batch_norm(y, p["bn"], stats[name], train=train, reduce_axes=bn_axes,
@@ -144,14 +149,33 @@ def _network(params, stats, x, neuron: Callable[[str, jax.Array], jax.Array], *,
     s_down3 = block("down3", s_down2, stride=2)
     s_res1 = block("res1", s_down3)
     s_res2 = block("res2", s_res1, residual=s_down3)
-    s_up1 = block("up1", upsample_bilinear2x(jnp.concatenate([s_res2, s_down3], axis=-1)))
-    s_up2 = block("up2", upsample_bilinear2x(jnp.concatenate([s_up1, s_down2], axis=-1)))
-    s_up3 = block("up3", upsample_bilinear2x(jnp.concatenate([s_up2, s_down1], axis=-1)))
+    s_up1 = block("up1", jnp.concatenate([s_res2, s_down3], axis=-1), upsample=True)
+    s_up2 = block("up2", jnp.concatenate([s_up1, s_down2], axis=-1), upsample=True)
+    s_up3 = block("up3", jnp.concatenate([s_up2, s_down1], axis=-1), upsample=True)
     head = conv2d(jnp.concatenate([s_up3, s_static], axis=-1), params["head"]["conv"])
     if pure_snn:
         head, batch_stats["head"] = batch_norm(head, params["head"]["bn"], stats["head"], train=train,
                                                reduce_axes=bn_axes, axis_name=bn_axis_name)
     return head, batch_stats
+
+
+UP_BLOCKS = ("up1", "up2", "up3")  # bilinear x2 + 5x5 conv blocks
+
+
+def _prepare_up_convs(params: dict, cfg: ModelConfig) -> dict:
+    """With ``cfg.fused_upsample_conv``: the up blocks' conv parameters plus their polyphase kernels.
+
+    Done once per call of the network over a window (outside the time scan: their gradients accumulate over
+    the steps and reach the 5x5 kernels once); a no-op for prepared parameters or a callable conv.
+    """
+    if not cfg.fused_upsample_conv:
+        return params
+    out = dict(params)
+    for name in UP_BLOCKS:
+        conv = params[name]["conv"]
+        if not callable(conv) and POLYPHASE_KEY not in conv and tuple(conv["kernel"].shape[:2]) == (5, 5):
+            out[name] = {**params[name], "conv": with_polyphase_kernels(conv)}
+    return out
 
 
 def _output_update(out_prev, head, *, pure_snn: bool, decay: float, tau: float):
@@ -237,6 +261,7 @@ def snn_step(params: dict, stats: dict, carry: tuple[dict, jax.Array], x_t: jax.
     (train) and, if asked, the membranes. This is the function the streaming runtime jits.
     """
     lif = cfg.lif(pure_snn=pure_snn)
+    params = _prepare_up_convs(params, cfg)  # no-op when snn_forward already did it
     v, out_prev = carry
     v_new, counts, rates = {}, [], []
 
@@ -264,6 +289,7 @@ def snn_forward(params: dict, stats: dict, events: jax.Array, v0: dict, out0: ja
     mode each step's BatchNorm uses that step's batch statistics, folded into the running averages in step
     order). The execution mode (``cfg.snn_mode``) does not change the result.
     """
+    params = _prepare_up_convs(params, cfg)  # once per window, outside the scans
     if cfg.snn_mode == "step":
         def step(carry, x_t):
             return snn_step(params, stats, carry, x_t, cfg, pure_snn=pure_snn, train=train,
