@@ -1,5 +1,8 @@
 """Data parallelism: pmap over 4 forced CPU devices and jax.distributed with two local processes.
 
+The pmapped step of every stage (BatchNorm synchronised across the devices) must equal the one-device
+step on the same global batch.
+
 Both run in subprocesses: the device count must be fixed before JAX is imported, and each distributed
 process is its own JAX runtime.
 """
@@ -17,7 +20,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 PMAP_SCRIPT = textwrap.dedent('''
     import json, pathlib, sys
-    import jax, jax.numpy as jnp, numpy as np, optax
+    import jax, numpy as np, optax
     from hybridjax.models import ModelConfig
     from hybridjax.train import data as data_lib, distributed, steps
     from hybridjax.train.config import DataConfig, StageConfig, TrainConfig
@@ -27,7 +30,7 @@ PMAP_SCRIPT = textwrap.dedent('''
     fixture, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
     stage_cfg = StageConfig(learning_rate=1e-3, batch_size=4)
     cfg = TrainConfig(dataset="dhp19", data_dir=fixture, model=ModelConfig.preset("tiny_10ms"),
-                      data=DataConfig(downsample=8), ann=stage_cfg, snn=stage_cfg, progress=False)
+                      data=DataConfig(downsample=8), ann=stage_cfg, snn=stage_cfg, hybrid=stage_cfg, progress=False)
     rng = jax.random.PRNGKey(7)
     result = {}
 
@@ -42,53 +45,43 @@ PMAP_SCRIPT = textwrap.dedent('''
         a, b = flat(a), flat(b)
         return float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
 
-    # ANN (no BatchNorm): the pmapped step on 4 shards equals the one-device step on the whole batch.
-    batch = batch_of("ann")
-    single = initial_state(cfg, "ann", 1)
-    ref_state, ref_metrics = jax.jit(steps.ann_train_step)(single, batch, rng)
-    multi = initial_state(cfg, "ann", 4)
-    multi = multi.with_arrays(distributed.replicate(multi.arrays()))
-    pm_state, pm_metrics = steps.compile_train_step("ann", 4)(
-        multi, distributed.shard_batch(batch, 4), distributed.replicated_rng(rng, 4))
-    pm_host = distributed.unreplicate(pm_state.arrays())
-    replicas_equal = all(np.array_equal(np.asarray(x)[0], np.asarray(x)[3])
-                         for x in jax.tree_util.tree_leaves(pm_state.params))
-    result["ann"] = {
-        "params_rel": max_rel(pm_host["params"], ref_state.params),
-        "adam_mu_rel": max_rel(pm_host["opt_state"], ref_state.opt_state),
-        "loss": [float(pm_metrics["loss"][0]), float(ref_metrics["loss"])],
-        "mpjpe": [float(pm_metrics["mpjpe"][0]), float(ref_metrics["mpjpe"])],
-        "replicas_equal": replicas_equal,
-    }
+    # Adam with eps 1e-3 instead of 1e-8: its first update lr * g / (|g| + eps) is then a well-conditioned
+    # function of the gradient. The conv biases in front of a train-mode BatchNorm (state initialisers)
+    # have an exactly zero gradient (BatchNorm subtracts the batch mean); with eps 1e-8 Adam would turn its
+    # ~1e-10 rounding into +-lr steps that differ between any two summation orders.
+    tx = optax.adam(1e-3, eps=1e-3)
 
-    # SNN (BatchNorm, batch statistics per device): with SGD(1) the update is minus the gradient, so the
-    # pmapped step must equal the mean of four independent one-device steps on the shards, for the
-    # parameters, the BatchNorm running statistics and the metrics.
-    batch = batch_of("snn")
-    sgd = optax.sgd(1.0)
-    single = initial_state(cfg, "snn", 1).replace(tx=sgd)
-    single = single.replace(opt_state=sgd.init(single.params))
-    shards = distributed.shard_batch(batch, 4)
-    step1 = jax.jit(steps.snn_train_step)
-    outs = [step1(single, {k: v[d] for k, v in shards.items()}, rng) for d in range(4)]
-    mean = lambda trees: jax.tree_util.tree_map(lambda *x: np.mean(np.stack(x), axis=0), *trees)
-    ref_params = mean([o[0].params for o in outs])
-    ref_stats = mean([o[0].batch_stats for o in outs])
-    ref_loss = float(np.mean([float(o[1]["loss"]) for o in outs]))
-    err = sum(float(o[1]["mpjpe"]) * float(o[1]["mpjpe_count"]) for o in outs)
-    cnt = sum(float(o[1]["mpjpe_count"]) for o in outs)
-    multi = initial_state(cfg, "snn", 4).replace(tx=sgd)
-    multi = multi.replace(opt_state=sgd.init(multi.params))
-    multi = multi.with_arrays(distributed.replicate(multi.arrays()))
-    pm_state, pm_metrics = steps.compile_train_step("snn", 4)(multi, shards, distributed.replicated_rng(rng, 4))
-    pm_host = distributed.unreplicate(pm_state.arrays())
-    result["snn"] = {
-        "params_rel": max_rel(pm_host["params"], ref_params),
-        "stats_rel": max_rel(pm_host["batch_stats"], ref_stats),
-        "loss": [float(pm_metrics["loss"][0]), ref_loss],
-        "mpjpe": [float(pm_metrics["mpjpe"][0]), err / cnt],
-        "stats_moved": max_rel(pm_host["batch_stats"], single.batch_stats),
-    }
+    def with_tx(state):
+        return state.replace(tx=tx, opt_state=tx.init(state.params))
+
+    # Every stage: the pmapped step on 4 shards equals the one-device step on the whole batch. The SNN and
+    # the hybrid (state initialisers and SNN) have BatchNorm, synchronised across the devices in the
+    # pmapped step, so their normalisation and running statistics are those of the global batch as well.
+    for stage in ("ann", "snn", "hybrid"):
+        batch = batch_of(stage)
+        single = with_tx(initial_state(cfg, stage, 1))
+        ref_state, ref_metrics = jax.jit(steps.TRAIN_STEPS[stage])(single, batch, rng)
+        multi = with_tx(initial_state(cfg, stage, 4))
+        multi = multi.with_arrays(distributed.replicate(multi.arrays()))
+        pm_state, pm_metrics = steps.compile_train_step(stage, 4)(
+            multi, distributed.shard_batch(batch, 4), distributed.replicated_rng(rng, 4))
+        pm_host = distributed.unreplicate(pm_state.arrays())
+        replicas_equal = all(np.array_equal(np.asarray(x)[0], np.asarray(x)[d])
+                             for x in jax.tree_util.tree_leaves((pm_state.params, pm_state.batch_stats))
+                             for d in range(1, 4))
+        result[stage] = {
+            "params_rel": max_rel(pm_host["params"], ref_state.params),
+            # Adam's moments after one step: mu = 0.1 g, nu = 0.001 g^2 (the averaged gradient itself).
+            "adam_mu_rel": max_rel(optax.tree_utils.tree_get(pm_host["opt_state"], "mu"),
+                                   optax.tree_utils.tree_get(ref_state.opt_state, "mu")),
+            "adam_nu_rel": max_rel(optax.tree_utils.tree_get(pm_host["opt_state"], "nu"),
+                                   optax.tree_utils.tree_get(ref_state.opt_state, "nu")),
+            "metrics": {k: [float(pm_metrics[k][0]), float(ref_metrics[k])] for k in ref_metrics},
+            "replicas_equal": replicas_equal,
+        }
+        if stage != "ann":
+            result[stage]["stats_rel"] = max_rel(pm_host["batch_stats"], ref_state.batch_stats)
+            result[stage]["stats_moved"] = max_rel(pm_host["batch_stats"], single.batch_stats)
     out.write_text(json.dumps(result))
 ''')
 
@@ -132,15 +125,17 @@ def test_pmap_on_four_devices_matches_one_device(shared_dir, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(out.read_text())
-    ann, snn = result["ann"], result["snn"]
-    assert ann["replicas_equal"]
-    assert ann["params_rel"] < 1e-5 and ann["adam_mu_rel"] < 1e-4, ann
-    np.testing.assert_allclose(*ann["loss"], rtol=1e-5)
-    np.testing.assert_allclose(*ann["mpjpe"], rtol=1e-5)
-    assert snn["params_rel"] < 1e-5 and snn["stats_rel"] < 1e-5, snn
-    assert snn["stats_moved"] > 1e-3  # the statistics did change in train mode
-    np.testing.assert_allclose(*snn["loss"], rtol=1e-5)
-    np.testing.assert_allclose(*snn["mpjpe"], rtol=1e-5)
+    for stage in ("ann", "snn", "hybrid"):
+        r = result[stage]
+        assert r["replicas_equal"], stage
+        assert r["params_rel"] < 1e-5 and r["adam_mu_rel"] < 1e-4 and r["adam_nu_rel"] < 1e-4, (stage, r)
+        for name in ("loss", "mpjpe", "mpjpe_count", "grad_norm"):
+            np.testing.assert_allclose(*r["metrics"][name], rtol=1e-5, err_msg=f"{stage} {name}")
+        if stage != "ann":
+            # BatchNorm synchronised across the devices: the global batch's running statistics.
+            assert r["stats_rel"] < 1e-5, (stage, r)
+            assert r["stats_moved"] > 1e-3, (stage, r)  # the statistics did change in train mode
+    np.testing.assert_allclose(*result["hybrid"]["metrics"]["mp_loss"], rtol=1e-5)
 
 
 def _free_port() -> int:
