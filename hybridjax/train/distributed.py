@@ -62,11 +62,16 @@ def shard_batch(batch: dict, num_devices: int) -> dict:
     return out
 
 
-def replicate(tree, devices=None):
-    """Copies of ``tree`` on every local device (leading device axis), for ``pmap``."""
+def replicate(tree, devices=None, axis_name: str = "batch"):
+    """Copies of ``tree`` on every local device (leading device axis), for ``pmap`` over ``axis_name``.
+
+    The mesh axis carries the pmap's axis name: pmap returns its outputs sharded over a mesh of that
+    name, so the replicated state then has the same sharding before and after a step. (With another name
+    the second step saw a new input sharding and pmap compiled the whole train step a second time.)
+    """
     devices = jax.local_devices() if devices is None else devices
-    mesh = jax.sharding.Mesh(np.asarray(devices), ("device",))
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("device"))
+    mesh = jax.sharding.Mesh(np.asarray(devices), (axis_name,))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis_name))
     stack = lambda x: np.broadcast_to(np.asarray(x), (len(devices),) + np.shape(x))  # noqa: E731
     return jax.device_put(jax.tree_util.tree_map(stack, tree), sharding)
 
