@@ -114,3 +114,15 @@ def test_bad_input_is_rejected():
         StreamingPoseEstimator(variables, CFG, dataclasses.replace(STREAM, downsample=3))
     with pytest.raises(ValueError, match="max_steps_per_call"):
         StreamingPoseEstimator(variables, CFG, dataclasses.replace(STREAM, max_steps_per_call=0))
+
+
+def test_ann_input_on_a_pooled_grid_equals_the_pooled_frame():
+    variables = _variables()
+    crop = (40, 90, 64, 64)
+    estimator = StreamingPoseEstimator(variables, CFG, StreamingConfig(crop=crop, downsample=4, warmup=False))
+    x, y, p, t = _events(duration_ms=12)
+    estimator.push(x[:8000], y[:8000], p[:8000], t[:8000])  # the ANN frame needs 7500 events
+    full = rep.ann_frame(x[500:8000], y[500:8000], p[500:8000], t[500:8000], crop=crop)
+    pooled = full.reshape(16, 4, 16, 4, 20).sum(axis=(1, 3))
+    np.testing.assert_array_equal(estimator.ann_input(), pooled)
+    assert estimator.ann_input(before_us=int(t[100])) is None  # fewer than 7500 events before that instant

@@ -231,12 +231,12 @@ class StreamingPoseEstimator:
         x, y, p, t = self._recent.latest(self.streaming.ann_event_count, before_us)
         if t.size < self.streaming.ann_event_count:
             return None
-        frame = rep.ann_frame(x, y, p, t, self.streaming.ann_bins, self.streaming.crop)
+        row0, col0, height, width = self.streaming.crop
         f = self.streaming.downsample
-        if f > 1:
-            h, w, c = frame.shape
-            frame = frame.reshape(h // f, f, w // f, f, c).sum(axis=(1, 3))
-        return frame
+        # Sum-pooling by f = the histogram on the pooled grid: pixel (row0 + r, col0 + c) counts in cell
+        # (r // f, c // f); events outside the crop stay outside (the time bins use all events, as before).
+        x_cell, y_cell = col0 + (x - col0) // f, row0 + (y - row0) // f
+        return rep.ann_frame(x_cell, y_cell, p, t, self.streaming.ann_bins, (row0, col0, height // f, width // f))
 
     def _initialise(self, at_us: int) -> None:
         frame = self.ann_input(at_us)
