@@ -92,7 +92,16 @@ def test_resume_after_crash_matches_uninterrupted_run(shared_dir, tmp_path, monk
     assert [r["step"] for r in rows] == [json.loads(line)["step"] for line in straight_rows]  # no duplicates
 
 
-@pytest.mark.slow
+def test_recreated_states_share_one_compiled_step(tmp_path):
+    # jit keys on the state's pytree structure, optimiser included: a resumed or re-created state must equal
+    # the first one there, or every resume (and the SIGTERM test below) compiles the train step again.
+    cfg = TrainConfig(workdir=tmp_path, model=ModelConfig.preset("tiny_10ms"), data=DataConfig(downsample=8))
+    first, again = initial_state(cfg, "ann"), initial_state(cfg, "ann")
+    assert jax.tree_util.tree_structure(first) == jax.tree_util.tree_structure(again)
+    other_lr = dataclasses.replace(cfg, ann=dataclasses.replace(cfg.ann, learning_rate=2e-4))
+    assert jax.tree_util.tree_structure(initial_state(other_lr, "ann")) != jax.tree_util.tree_structure(first)
+
+
 def test_resume_after_sigterm_matches_uninterrupted_run(shared_dir, tmp_path, monkeypatch):
     data_dir = shared_dir / "fixtures" / "dhp19_mini"
     straight = ann_config(shared_dir, tmp_path / "straight")

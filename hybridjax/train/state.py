@@ -16,6 +16,7 @@ of the tree structure, so a compiled step is specialised to them and never re-tr
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -108,8 +109,14 @@ class TrainState(struct.PyTreeNode):
         )
 
 
+@functools.cache
 def adam(learning_rate: float, grad_clip_norm: float | None = None) -> optax.GradientTransformation:
-    """Adam (the official optimiser, PyTorch defaults b1 0.9, b2 0.999, eps 1e-8), optionally clipped."""
+    """Adam (the official optimiser, PyTorch defaults b1 0.9, b2 0.999, eps 1e-8), optionally clipped.
+
+    Cached: the transformation is static metadata of :class:`TrainState`, and optax builds new closures on
+    every call, so an uncached call made every restored or re-created state (a resume, the final report)
+    look new to ``jit`` and recompile the whole train / eval step. Optax transformations are stateless.
+    """
     parts = []
     if grad_clip_norm is not None:
         parts.append(optax.clip_by_global_norm(grad_clip_norm))
