@@ -99,6 +99,8 @@ def test_latencies_are_recorded_and_steps_complete_without_events(streamed):
     quiet = estimator.advance_to(33_000)  # 3 more steps without events
     assert [q.step_end_us for q in quiet] == [31_000, 32_000, 33_000]
     assert [q.steps_since_init for q in quiet] == [1, 2, 3] and len(estimator.ann_latency_s) == 3
+    # The warm-up compiled exactly what the stream ran (one step, scans of 2 and 4): nothing recompiled.
+    assert estimator._step._cache_size() == 1 and estimator._steps._cache_size() == 2
 
 
 def test_bad_input_is_rejected():

@@ -125,13 +125,13 @@ class StreamingPoseEstimator:
         self._steps = jax.jit(steps, donate_argnums=(0,))  # one compilation per scan length (powers of two)
         self._scan_lengths = [2 ** i for i in range(1, streaming.max_steps_per_call.bit_length())
                               if 2 ** i <= streaming.max_steps_per_call]
-        if streaming.warmup:
-            frame = jnp.zeros(self.grid_hw + (2 * streaming.ann_bins,), jnp.float32)
+        if streaming.warmup:  # with the argument types the stream passes (numpy), so nothing recompiles later
+            frame = jnp.asarray(np.zeros(self.grid_hw + (2 * streaming.ann_bins,), np.float32))
             jax.block_until_ready(self._step(self._ann_init(self.variables, frame),
-                                             jnp.zeros(self.grid_hw + (2,), jnp.float32)))
+                                             np.zeros(self.grid_hw + (2,), np.float32)))
             for n in self._scan_lengths:
                 jax.block_until_ready(self._steps(self._ann_init(self.variables, frame),
-                                                  jnp.zeros((n,) + self.grid_hw + (2,), jnp.float32)))
+                                                  np.zeros((n,) + self.grid_hw + (2,), np.float32)))
         self.reset()
 
     # ------------------------------------------------------------------ state
