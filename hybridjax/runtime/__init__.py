@@ -1,4 +1,16 @@
-"""Streaming inference: events in, a pose per completed SNN step out (:class:`StreamingPoseEstimator`)."""
-from hybridjax.runtime.streaming import PoseEstimate, StreamingConfig, StreamingPoseEstimator
+"""Streaming inference: events in, a pose per completed SNN step out (:class:`StreamingPoseEstimator`).
 
-__all__ = ["PoseEstimate", "StreamingConfig", "StreamingPoseEstimator"]
+:mod:`hybridjax.runtime.folding` holds the inference-time parameter rewrites the runtime applies (eval
+BatchNorms folded into the convs, space-to-depth input conv).
+"""
+from hybridjax.runtime.folding import (
+    SpaceToDepthConv,
+    fold_batch_norm,
+    fold_batch_norms,
+    space_to_depth_conv,
+    streaming_snn_params,
+)
+from hybridjax.runtime.streaming import PoseEstimate, StreamingConfig, StreamingPoseEstimator, first_argmax_uv
+
+__all__ = ["PoseEstimate", "SpaceToDepthConv", "StreamingConfig", "StreamingPoseEstimator", "first_argmax_uv",
+           "fold_batch_norm", "fold_batch_norms", "space_to_depth_conv", "streaming_snn_params"]
