@@ -89,3 +89,22 @@ def test_train_and_evaluate_event_h36m(tmp_path):
         assert (report / f"{name}.png").is_file()
     with np.load(report / "samples.npz") as samples:
         assert samples["sample0_event_frames"].shape == (10, 256, 320)
+
+
+def test_h36m_training_windows_keep_the_bin_length(tmp_path):
+    from hybridjax.models import ModelConfig
+    from hybridjax.train.config import DataConfig, TrainConfig
+    from hybridjax.train.data import build_dataset
+
+    write_synthetic_event_h36m(tmp_path)
+    for bin_mode, step_ms in (("paper", 10.0), ("exact", 20.0)):
+        cfg = TrainConfig(dataset="h36m", data_dir=tmp_path, data=DataConfig(cameras=(2, 3), bin_mode=bin_mode),
+                          model=ModelConfig(step_ms=step_ms))
+        # 200 ms training / test windows and the 100 ms validation windows of the loop: ~10 or 20 ms steps.
+        steps = 200 // int(step_ms)
+        train_set = build_dataset(cfg, "hybrid", "train", tmp_path)
+        val_set = build_dataset(cfg, "hybrid", "test", tmp_path, window_ms=100)
+        assert (train_set.num_steps, val_set.num_steps) == (steps, steps // 2)
+        assert "ann_input_next" in train_set[0] and "ann_input_next" not in val_set[0]
+        label_steps = np.flatnonzero(val_set[0]["step_has_label"])
+        np.testing.assert_array_equal(label_steps, np.arange(1, 10, 2) if bin_mode == "paper" else np.arange(5))

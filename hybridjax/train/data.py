@@ -75,12 +75,15 @@ def build_dataset(config: TrainConfig, stage: str, split: str, data_dir: pathlib
     ``window_ms``: SNN window length (None: the official 100 ms for train, 200 ms for test).
     """
     if config.dataset == "h36m":
-        from hybridjax.data import EventH36MDataset
+        from hybridjax.data import EventH36MConfig, EventH36MDataset
 
         # No frame dataset: the ANN trains on the windows' ANN inputs and their labels (ann_landmarks).
         overrides = {} if window_ms is None else {"window_ms": window_ms}
         if config.data.bin_mode == "exact":
             overrides["step_ms"] = config.model.step_ms
+        elif window_ms is not None:  # paper bins: keep their nominal length (20 per 200 ms) in other windows
+            default = EventH36MConfig()
+            overrides["num_bins"] = default.num_bins * window_ms // default.window_ms
         return EventH36MDataset(
             data_dir, split=split, cameras=config.data.cameras, bin_mode=config.data.bin_mode,
             ann_next=(split == "train" and stage == "hybrid"), **overrides,
