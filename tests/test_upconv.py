@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hybridjax.eval import macs
-from hybridjax.models import ModelConfig, init_snn_params, snn_forward, zero_state
+from hybridjax.models import ModelConfig, init_snn_params, snn_forward, snn_unet, zero_state
 from hybridjax.models.layers import conv2d, upsample_bilinear2x
 from hybridjax.models.upconv import (
     PHASE_COEFFICIENTS,
@@ -42,12 +42,12 @@ def test_equals_the_composition_in_float64(shape):
     rng = np.random.default_rng(sum(shape))
     x = jnp.asarray(rng.standard_normal(shape))
     params = {"kernel": jnp.asarray(rng.standard_normal((5, 5, 3, 4))), "bias": jnp.asarray(rng.standard_normal(4))}
-    got = upsample2x_conv2d(x, params)
-    want = _reference(x, params)
+    got = jax.jit(upsample2x_conv2d)(x, params)
+    want = jax.jit(_reference)(x, params)
     assert got.shape == shape[:-3] + (2 * shape[-3], 2 * shape[-2], 4)
     assert _rel(got, want) < 1e-13
     # Precomputed kernels (the scan path) give the same numbers as kernels built in the call.
-    np.testing.assert_array_equal(np.asarray(upsample2x_conv2d(x, with_polyphase_kernels(params))), np.asarray(got))
+    assert _rel(jax.jit(upsample2x_conv2d)(x, with_polyphase_kernels(params)), got) < 1e-14
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1, 2), (2, 3, 5, 2), (2, 1, 4, 4, 2)])
@@ -56,9 +56,10 @@ def test_gradients_equal_the_composition(shape):
     x = jnp.asarray(rng.standard_normal(shape))
     params = {"kernel": jnp.asarray(rng.standard_normal((5, 5, 2, 3))), "bias": jnp.asarray(rng.standard_normal(3))}
     cot = jnp.asarray(rng.standard_normal(shape[:-3] + (2 * shape[-3], 2 * shape[-2], 3)))
-    _, vjp_fused = jax.vjp(upsample2x_conv2d, x, params)
-    _, vjp_ref = jax.vjp(_reference, x, params)
-    (gx, gp), (rx, rp) = vjp_fused(cot), vjp_ref(cot)
+    def pullback(fn):
+        return jax.jit(lambda x, params, cot: jax.vjp(fn, x, params)[1](cot))
+
+    (gx, gp), (rx, rp) = pullback(upsample2x_conv2d)(x, params, cot), pullback(_reference)(x, params, cot)
     assert _rel(gx, rx) < 1e-12
     assert _rel(gp["kernel"], rp["kernel"]) < 1e-12
     assert _rel(gp["bias"], rp["bias"]) < 1e-12
@@ -67,7 +68,8 @@ def test_gradients_equal_the_composition(shape):
 def test_border_closed_form():
     """Constant input c, all-ones 1x1-channel kernel: the output counts the in-range taps of the x2 map."""
     h, w = 3, 4
-    y = np.asarray(upsample2x_conv2d(jnp.full((1, h, w, 1), 2.0), {"kernel": jnp.ones((5, 5, 1, 1))}))[0, ..., 0]
+    y = np.asarray(jax.jit(upsample2x_conv2d)(jnp.full((1, h, w, 1), 2.0), {"kernel": jnp.ones((5, 5, 1, 1))}))
+    y = y[0, ..., 0]
     in_range = np.minimum(np.arange(2 * h) + 2, 2 * h - 1) - np.maximum(np.arange(2 * h) - 2, 0) + 1
     in_range_w = np.minimum(np.arange(2 * w) + 2, 2 * w - 1) - np.maximum(np.arange(2 * w) - 2, 0) + 1
     np.testing.assert_allclose(y, 2.0 * np.outer(in_range, in_range_w), rtol=1e-14)
@@ -84,7 +86,7 @@ def test_phase_kernels_are_the_coefficient_products():
             np.testing.assert_allclose(np.asarray(phases[a][b]), want, rtol=1e-14, atol=1e-14)
     # Each upsampled sample is a convex combination: every kernel tap's weights sum to 1 over the phase taps.
     np.testing.assert_array_equal(PHASE_COEFFICIENTS.sum(axis=1), np.ones((2, 5)))
-    assert set(polyphase_kernels(jnp.asarray(kernel))) == {"phases", "top", "bottom", "left", "right"}
+    assert set(polyphase_kernels(jnp.asarray(kernel))) == {"phases", "top", "bottom", "left", "right", "flipped"}
 
 
 @pytest.mark.parametrize("pads", [((1, 0), (0, 1)), ((0, 0), (2, 2)), ((2, 1), (0, 0))])
@@ -138,23 +140,43 @@ def _snn_run(cfg, params, stats, events, v0, out0):
         result, new_stats = snn_forward(p, stats, events, v0, out0, cfg, pure_snn=False, train=True)
         return jnp.sum(result.outputs ** 2) + jnp.sum(result.spike_counts), (result, new_stats)
 
-    (value, (result, new_stats)), grads = jax.value_and_grad(loss, has_aux=True)(params)
-    return value, result, new_stats, grads
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+
+def test_snn_uses_the_polyphase_form_from_the_minimum_size():
+    """64x64 input: up1 runs on 8x8 (< FUSED_MIN_SIZE: dense), up2 / up3 on 16x16 / 32x32 (polyphase)."""
+    cfg = ModelConfig.preset("tiny")
+    params, stats = init_snn_params(jax.random.key(0), cfg, pure_snn=False)
+    events = jax.ShapeDtypeStruct((1, 1, 64, 64, 2), jnp.float32)
+    v0 = zero_state(cfg, 1, 64, 64)
+    out0 = jnp.zeros((1, 64, 64, cfg.num_joints))
+
+    def kernels(cfg):
+        records = macs.mac_records(lambda e: snn_forward(params, stats, e, v0, out0, cfg, pure_snn=False,
+                                                         train=False)[0].outputs, events)
+        return [r.operand_shapes[1] for r in records]
+
+    fused = kernels(cfg)
+    assert snn_unet.FUSED_MIN_SIZE == 16
+    assert (5, 5, 48, 16) in fused  # up1, dense
+    assert fused.count((4, 4, 32, 12)) == 4 and fused.count((4, 4, 24, 8)) == 4  # up2, up3: four phases
+    assert (4, 4, 32, 12) not in kernels(dataclasses.replace(cfg, fused_upsample_conv=False))
 
 
 @pytest.mark.parametrize("snn_mode", ["layer", "step"])
-def test_snn_with_the_switch_on_equals_off(snn_mode):
+def test_snn_with_the_switch_on_equals_off(snn_mode, monkeypatch):
+    monkeypatch.setattr(snn_unet, "FUSED_MIN_SIZE", 1)  # every up block in polyphase form on this small input
     base = dataclasses.replace(ModelConfig.preset("tiny"), snn_mode=snn_mode, step_ms=10.0)
     params, stats = init_snn_params(jax.random.key(0), base, pure_snn=False, dtype=jnp.float64)
     params = jax.tree_util.tree_map(lambda p: 3.0 * p, params)  # enough drive for spikes in every layer
     rng = np.random.default_rng(5)
-    t, b, h, w = 3, 2, 16, 24
+    t, b, h, w = 2, 2, 16, 24
     events = jnp.asarray(rng.poisson(0.6, (t, b, h, w, 2)).astype(np.float64))
     v0 = jax.tree_util.tree_map(lambda v: v + 0.5, zero_state(base, b, h, w, jnp.float64))
     out0 = jnp.zeros((b, h, w, base.num_joints), jnp.float64)
     runs = [_snn_run(dataclasses.replace(base, fused_upsample_conv=fused), params, stats, events, v0, out0)
             for fused in (True, False)]
-    (value_on, res_on, stats_on, grads_on), (value_off, res_off, stats_off, grads_off) = runs
+    ((value_on, (res_on, stats_on)), grads_on), ((value_off, (res_off, stats_off)), grads_off) = runs
     assert float(jnp.sum(res_off.spike_counts[:, 6:])) > 0  # the up layers fire
     np.testing.assert_array_equal(np.asarray(res_on.spike_counts), np.asarray(res_off.spike_counts))
     assert _rel(res_on.outputs, res_off.outputs) < 1e-11

@@ -36,7 +36,7 @@ from hybridjax.models.layers import (
     update_running_stats,
     upsample_bilinear2x,
 )
-from hybridjax.models.upconv import POLYPHASE_KEY, upsample2x_conv2d, with_polyphase_kernels
+from hybridjax.models.upconv import FUSED_MIN_SIZE, POLYPHASE_KEY, upsample2x_conv2d, with_polyphase_kernels
 from hybridjax.snn.lif import LIFParams, leaky_integrator_step, lif_step
 from hybridjax.snn.scan import scan_steps
 
@@ -129,7 +129,7 @@ def _network(params, stats, x, neuron: Callable[[str, jax.Array], jax.Array], *,
     def block(name, inp, *, stride=1, residual=None, upsample=False):
         p = params[name]
         conv = p["conv"]  # a dict, or a callable inference-time form (hybridjax.runtime.folding)
-        if upsample and not callable(conv) and POLYPHASE_KEY in conv:  # prepared by _prepare_up_convs
+        if upsample and not callable(conv) and POLYPHASE_KEY in conv and min(inp.shape[-3:-1]) >= FUSED_MIN_SIZE:
             y = upsample2x_conv2d(inp, conv)  # = conv2d(upsample_bilinear2x(inp)) without the x2 map
         else:
             inp = upsample_bilinear2x(inp) if upsample else inp

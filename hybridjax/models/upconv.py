@@ -77,8 +77,38 @@ def _conv(x, kernel, pads, lhs_dilation=(1, 1), rhs_dilation=(1, 1)):
                                         rhs_dilation=rhs_dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv_padded(x: jax.Array, kernel: jax.Array, pads: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+def flip_kernel(kernel: jax.Array) -> jax.Array:
+    """``flip(W)^{T_io}``: the kernel of the input-gradient convolution, ``[kh, kw, Cout, Cin]``."""
+    return jnp.transpose(jnp.flip(kernel, (0, 1)), (0, 1, 3, 2))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _conv_flipped(x, kernel, flipped, pads):
+    return _conv(x, kernel, pads)
+
+
+def _conv_flipped_fwd(x, kernel, flipped, pads):
+    return _conv(x, kernel, pads), (x, kernel, flipped)
+
+
+def _conv_flipped_bwd(pads, residuals, g):
+    x, kernel, flipped = residuals
+    kh, kw = kernel.shape[:2]
+    (top, bottom), (left, right) = pads
+    barrier = jax.lax.optimization_barrier
+    grad_x = _conv(g, flipped, ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)))
+    x_t = barrier(jnp.transpose(x, (3, 1, 2, 0)))  # [Cin, H, W, N]: Cin as batch, N as features
+    g_t = barrier(jnp.transpose(g, (1, 2, 0, 3)))  # [gh, gw, N, Cout]: the "kernel"
+    grad_k = _conv(x_t, g_t, pads)  # [Cin, kh, kw, Cout]
+    # The flipped kernel is a function of the kernel computed by the caller: its cotangent is the kernel's.
+    return grad_x, jnp.transpose(grad_k, (1, 2, 0, 3)), jnp.zeros_like(flipped)
+
+
+_conv_flipped.defvjp(_conv_flipped_fwd, _conv_flipped_bwd)
+
+
+def conv_padded(x: jax.Array, kernel: jax.Array, pads: tuple[tuple[int, int], tuple[int, int]],
+                flipped: jax.Array | None = None) -> jax.Array:
     r"""Stride-1 NHWC x HWIO convolution with per-side zero padding ``((top, bottom), (left, right))``.
 
     The backward pass is two canonical convolutions (the stride-1 case of :func:`layers.conv2d`'s, with
@@ -88,28 +118,32 @@ def conv_padded(x: jax.Array, kernel: jax.Array, pads: tuple[tuple[int, int], tu
 
         g_x = \mathrm{conv}(g,\ \mathrm{flip}(W)^{\top_{io}}),\ \text{pad } (k - 1 - p_{lo},\ k - 1 - p_{hi}), \qquad
         g_W = \mathrm{conv}(x^{\top_{bn}},\ g^{\top}),\ \text{pad } (p_{lo},\ p_{hi}).
+
+    ``flipped``: :func:`flip_kernel` of ``kernel`` computed by the caller (e.g. once outside a time scan, where
+    XLA would otherwise redo the transpose in every step's backward); its cotangent is returned as zeros (the
+    kernel's own cotangent is the gradient). When None it is computed in the backward pass.
     """
+    if flipped is None:
+        return _conv_plain(x, kernel, pads)
+    return _conv_flipped(x, kernel, flipped, pads)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_plain(x, kernel, pads):
     return _conv(x, kernel, pads)
 
 
-def _conv_padded_fwd(x, kernel, pads):
-    return conv_padded(x, kernel, pads), (x, kernel)
+def _conv_plain_fwd(x, kernel, pads):
+    return _conv(x, kernel, pads), (x, kernel)
 
 
-def _conv_padded_bwd(pads, residuals, g):
+def _conv_plain_bwd(pads, residuals, g):
     x, kernel = residuals
-    kh, kw = kernel.shape[:2]
-    (top, bottom), (left, right) = pads
-    barrier = jax.lax.optimization_barrier
-    flipped = barrier(jnp.transpose(jnp.flip(kernel, (0, 1)), (0, 1, 3, 2)))  # [kh, kw, Cout, Cin]
-    grad_x = _conv(g, flipped, ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)))
-    x_t = barrier(jnp.transpose(x, (3, 1, 2, 0)))  # [Cin, H, W, N]: Cin as batch, N as features
-    g_t = barrier(jnp.transpose(g, (1, 2, 0, 3)))  # [gh, gw, N, Cout]: the "kernel"
-    grad_k = _conv(x_t, g_t, pads)  # [Cin, kh, kw, Cout]
-    return grad_x, jnp.transpose(grad_k, (1, 2, 0, 3))
+    flipped = jax.lax.optimization_barrier(flip_kernel(kernel))
+    return _conv_flipped_bwd(pads, (x, kernel, flipped), g)[:2]
 
 
-conv_padded.defvjp(_conv_padded_fwd, _conv_padded_bwd)
+_conv_plain.defvjp(_conv_plain_fwd, _conv_plain_bwd)
 
 
 def _combine(kernel: jax.Array, axis: int) -> list[jax.Array]:
@@ -162,6 +196,12 @@ def _two_outputs(y: jax.Array, axis: int) -> jax.Array:
 
 
 POLYPHASE_KEY = "polyphase"  # conv-params key of the kernels precomputed by with_polyphase_kernels
+# Smallest low-resolution side for which the spiking U-Net uses the polyphase form. Below it the saving is
+# small (MACs incl. the ring corrections and the input gradient over the edge-padded map: 86% of the dense
+# count at 8x8, 75% at 16x16, 69% at 32x32) and the extra small convolutions cost more than they save:
+# measured fwd+bwd over a 10-step scan at batch 2 (CPU time, polyphase / dense): 1.29 at 8x8 (512 -> 128),
+# 0.81 at 16x16 (256 -> 64), 0.71 at 32x32 (128 -> 32).
+FUSED_MIN_SIZE = 16
 
 
 def polyphase_kernels(kernel: jax.Array) -> dict:
@@ -169,17 +209,21 @@ def polyphase_kernels(kernel: jax.Array) -> dict:
 
     ``phases[a][b]``: the 4x4 main-term kernels; ``top``/``bottom`` ``[1, 5, Cin, 2 Cout]`` and
     ``left``/``right`` ``[5, 1, Cin, 2 Cout]``: the ring corrections for output rows (0, 1) / (2H-2, 2H-1) and
-    columns (0, 1) / (2W-2, 2W-1), as channel halves.
+    columns (0, 1) / (2W-2, 2W-1), as channel halves; ``flipped``: the same entries as :func:`flip_kernel`
+    (the input-gradient kernels, so that a time scan does not transpose them again in every step).
     """
     if tuple(kernel.shape[:2]) != (5, 5):
         raise ValueError(f"upsample2x_conv2d: needs a 5x5 kernel, got kernel shape {tuple(kernel.shape)}")
-    return {
-        "phases": phase_kernels(kernel),
+    phases = phase_kernels(kernel)
+    ring = {
         "top": jnp.concatenate([0.75 * kernel[0] + kernel[1], kernel[0]], axis=-1)[None],
         "bottom": jnp.concatenate([kernel[4], kernel[3] + 0.75 * kernel[4]], axis=-1)[None],
         "left": jnp.concatenate([0.75 * kernel[:, 0] + kernel[:, 1], kernel[:, 0]], axis=-1)[:, None],
         "right": jnp.concatenate([kernel[:, 4], kernel[:, 3] + 0.75 * kernel[:, 4]], axis=-1)[:, None],
     }
+    # The input-gradient kernels (no gradient of their own: conv_padded routes it through the kernels).
+    flipped = jax.tree_util.tree_map(lambda k: flip_kernel(jax.lax.stop_gradient(k)), {"phases": phases, **ring})
+    return {"phases": phases, **ring, "flipped": flipped}
 
 
 def with_polyphase_kernels(params: dict) -> dict:
@@ -216,24 +260,26 @@ def upsample2x_conv2d(x: jax.Array, params: dict, *, padding: int | None = None)
 
     # Main term: phase (a, b) = 4x4 conv of the edge-padded input, zero padding (1 - a, a) x (1 - b, b).
     x_edge = jnp.pad(x4, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-    phases = kernels["phases"]
-    rows = [jnp.stack([conv_padded(x_edge, phases[a][b], ((1 - a, a), (1 - b, b))) for b in (0, 1)], axis=3)
-            for a in (0, 1)]  # [N, H, W, 2, Cout] per row phase
+    phases, flipped = kernels["phases"], kernels["flipped"]
+    rows = [jnp.stack([conv_padded(x_edge, phases[a][b], ((1 - a, a), (1 - b, b)), flipped["phases"][a][b])
+                       for b in (0, 1)], axis=3) for a in (0, 1)]  # [N, H, W, 2, Cout] per row phase
     y = jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, cout)
 
     # Ring rows U'[-1] (x row 0) and U'[2H] (x row H-1) over the full width [-2, 2W+2); U'[-2] = 0.75 U'[-1].
     z_rows = jnp.pad(x_edge[:, 1:h + 1:max(h - 1, 1)], ((0, 0), (0, 0), (1, 1), (0, 0)))  # rows 0, H-1 (W+4)
     ring_rows = _upsample_extended(z_rows, 2)  # [N, 1 or 2, 2W+4, Cin]
-    top = _two_outputs(conv_padded(ring_rows[:, :1], kernels["top"], ((0, 0), (0, 0))), 1)
-    bottom = _two_outputs(conv_padded(ring_rows[:, -1:], kernels["bottom"], ((0, 0), (0, 0))), 1)
+    no_pad = ((0, 0), (0, 0))
+    top = _two_outputs(conv_padded(ring_rows[:, :1], kernels["top"], no_pad, flipped["top"]), 1)
+    bottom = _two_outputs(conv_padded(ring_rows[:, -1:], kernels["bottom"], no_pad, flipped["bottom"]), 1)
     y = y - _pad_axis(top, 1, 0, 2 * h - 2) - _pad_axis(bottom, 1, 2 * h - 2, 0)
 
     # Ring columns U'[:, -1] and U'[:, 2W] on rows [0, 2H) (the ring rows are above): the clamped upsampling of
     # x's border columns along H, zero padded by the convolution.
     z_cols = jnp.pad(x_edge[:, :, 1:w + 1:max(w - 1, 1)], ((0, 0), (1, 1), (0, 0), (0, 0)))  # cols 0, W-1
     ring_cols = _upsample_extended(z_cols, 1)[:, 2:2 * h + 2]  # [N, 2H, 1 or 2, Cin]
-    left = _two_outputs(conv_padded(ring_cols[:, :, :1], kernels["left"], ((2, 2), (0, 0))), 2)
-    right = _two_outputs(conv_padded(ring_cols[:, :, -1:], kernels["right"], ((2, 2), (0, 0))), 2)
+    rows_pad = ((2, 2), (0, 0))
+    left = _two_outputs(conv_padded(ring_cols[:, :, :1], kernels["left"], rows_pad, flipped["left"]), 2)
+    right = _two_outputs(conv_padded(ring_cols[:, :, -1:], kernels["right"], rows_pad, flipped["right"]), 2)
     y = y - _pad_axis(left, 2, 0, 2 * w - 2) - _pad_axis(right, 2, 2 * w - 2, 0)
 
     if "bias" in params:
@@ -241,5 +287,5 @@ def upsample2x_conv2d(x: jax.Array, params: dict, *, padding: int | None = None)
     return y.reshape(lead + y.shape[1:])
 
 
-__all__ = ["PHASE_COEFFICIENTS", "POLYPHASE_KEY", "conv_padded", "phase_kernels", "polyphase_kernels",
-           "upsample2x_conv2d", "with_polyphase_kernels"]
+__all__ = ["FUSED_MIN_SIZE", "PHASE_COEFFICIENTS", "POLYPHASE_KEY", "conv_padded", "flip_kernel", "phase_kernels",
+           "polyphase_kernels", "upsample2x_conv2d", "with_polyphase_kernels"]
