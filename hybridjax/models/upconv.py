@@ -47,8 +47,9 @@ rows ``[0, 2H)``, i.e. the clamped upsampling of the border column, zero padded)
 
 All convolutions are canonical NHWC/HWIO with a backward pass of two canonical convolutions (as
 :func:`hybridjax.models.layers.conv2d`; XLA:CPU is slow on autodiff's permuted convolutions inside scans).
-Every convolution here has a non-zero padding on at least one side: XLA:CPU's YNNPACK path measured ~3.5x
-slower on 4x4 convolutions without any padding than on the same work with padding.
+The phase convolutions read the edge-padded input with a zero padding of 1 on one side rather than a valid
+convolution of ``z``: XLA:CPU's YNNPACK path measured ~3.5x slower on 4x4 convolutions without any padding
+than on the same work with padding (the one-row ring convolutions are valid ones; measured at full speed).
 """
 from __future__ import annotations
 
