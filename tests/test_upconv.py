@@ -20,7 +20,13 @@ from hybridjax.models.upconv import (
     with_polyphase_kernels,
 )
 
-jax.config.update("jax_enable_x64", True)
+
+@pytest.fixture(autouse=True)
+def _float64():
+    # Every test here compares in float64. A context per test, not jax.config.update at import: a global
+    # switch made at collection time would turn on x64 for the whole session and change other files' tests.
+    with jax.enable_x64(True):
+        yield
 
 
 def _reference(x, params):
