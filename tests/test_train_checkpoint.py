@@ -39,6 +39,28 @@ def assert_trees_equal(a, b):
     for x, y in zip(la, lb, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
+class ReadHook:
+    """Wraps a dataset: ``on_read(n, item) -> item`` sees every item read (n counts reads from 1)."""
+
+    def __init__(self, dataset, on_read):
+        self.dataset, self.on_read, self.reads = dataset, on_read, 0
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.on_read(self.reads, self.dataset[i])
+
+
+def hook_dataset_reads(monkeypatch, on_read):
+    """Makes the training loop read every dataset through :class:`ReadHook`; returns the original builder."""
+    build = data_lib.build_dataset
+    monkeypatch.setattr(data_lib, "build_dataset",
+                        lambda cfg, stage, split, d, **kw: ReadHook(build(cfg, stage, split, d, **kw), on_read))
+    return build
+
+
 
 def test_round_trip_retention_and_mismatch(tmp_path):
     cfg = TrainConfig(workdir=tmp_path, model=ModelConfig.preset("tiny_10ms"), data=DataConfig(downsample=8))
@@ -109,23 +131,12 @@ def test_resume_after_sigterm_matches_uninterrupted_run(shared_dir, tmp_path, mo
     reference, _ = restore_stage_state(straight, "ann", "latest")
 
     # SIGTERM while the second batch is being read: the handler saves the step reached, then stops.
-    build = data_lib.build_dataset
+    def sigterm_on_third_read(reads, item):
+        if reads == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return item
 
-    class SignalOnRead:
-        def __init__(self, dataset):
-            self.dataset, self.reads = dataset, 0
-
-        def __len__(self):
-            return len(self.dataset)
-
-        def __getitem__(self, i):
-            self.reads += 1
-            if self.reads == 3:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return self.dataset[i]
-
-    monkeypatch.setattr(data_lib, "build_dataset",
-                        lambda cfg, stage, split, d, **kw: SignalOnRead(build(cfg, stage, split, d, **kw)))
+    build = hook_dataset_reads(monkeypatch, sigterm_on_third_read)
     killed = ann_config(shared_dir, tmp_path / "killed")
     with pytest.raises(TrainingInterrupted, match="SIGTERM") as stop:
         run_stage(killed, "ann", data_dir, log=lambda *_: None)
@@ -139,26 +150,12 @@ def test_resume_after_sigterm_matches_uninterrupted_run(shared_dir, tmp_path, mo
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shared_dir, tmp_path, monkeypatch):
-    build = data_lib.build_dataset
-
-    class PoisonAfter:
-        """Items turn NaN from the 7th read on (steps 0-2 read 6 items with batch 2)."""
-
-        def __init__(self, dataset):
-            self.dataset, self.reads = dataset, 0
-
-        def __len__(self):
-            return len(self.dataset)
-
-        def __getitem__(self, i):
-            self.reads += 1
-            item = dict(self.dataset[i])
-            if self.reads > 6:
-                item["ann_input"] = np.full_like(item["ann_input"], np.nan)
+    def nan_from_the_seventh_read(reads, item):  # steps 0-2 read 6 items with batch 2
+        if reads <= 6:
             return item
+        return dict(item, ann_input=np.full_like(item["ann_input"], np.nan))
 
-    monkeypatch.setattr(data_lib, "build_dataset",
-                        lambda cfg, stage, split, d, **kw: PoisonAfter(build(cfg, stage, split, d, **kw)))
+    hook_dataset_reads(monkeypatch, nan_from_the_seventh_read)
     cfg = ann_config(shared_dir, tmp_path)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, prefetch=1))
     with pytest.raises(NonFiniteLossError, match=r"NaN/inf before step 4.*last good checkpoint \(step 2\)"):
