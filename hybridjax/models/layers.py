@@ -31,7 +31,7 @@ def conv2d(x: jax.Array, params: dict, *, stride: int = 1, padding: int | None =
     pad_w = kw // 2 if padding is None else padding
     lead = x.shape[:-3]
     x4 = x.reshape((math.prod(lead),) + x.shape[-3:])
-    y = _conv_nhwc(x4, kernel.astype(x.dtype), stride, pad_h, pad_w)
+    y = conv_nhwc(x4, kernel.astype(x.dtype), stride, ((pad_h, pad_h), (pad_w, pad_w)))
     if "bias" in params:
         y = y + params["bias"].astype(x.dtype)
     return y.reshape(lead + y.shape[1:])
@@ -42,9 +42,10 @@ def _conv_raw(x, kernel, stride, pads, lhs_dilation=(1, 1), rhs_dilation=(1, 1))
                                         rhs_dilation=rhs_dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_nhwc(x, kernel, stride, pad_h, pad_w):
-    r"""NHWC x HWIO convolution whose backward pass is written as two convolutions in the canonical layout.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_nhwc(x, kernel, stride: int, pads: tuple[tuple[int, int], tuple[int, int]]):
+    r"""NHWC x HWIO convolution, zero padding ``pads = ((top, bottom), (left, right))``, whose backward pass is
+    written as two convolutions in the canonical layout.
 
     Autodiff would express both gradients as convolutions with permuted dimension labels; XLA:CPU runs
     those fast only after it rewrites them to the canonical NHWC/HWIO form, which it does not do inside a
@@ -54,20 +55,22 @@ def _conv_nhwc(x, kernel, stride, pad_h, pad_w):
     .. math::
 
         g_x &= \mathrm{conv}(\mathrm{dilate}_s(g),\ \mathrm{flip}(W)^{\top_{io}}),\
-               \text{pad } (k - 1 - p,\ H - 1 + p - (h_g - 1) s)\\
+               \text{pad } (k - 1 - p_{lo},\ H - 1 + p_{lo} - (h_g - 1) s)\\
         g_W[a, b, i, o] &= \sum_{n, u, v} x_{pad}[n, u s + a, v s + b, i]\, g[n, u, v, o]
                \quad(\text{a conv with batch } i\text{, features } n\text{, kernel } g\text{ dilated by } s)
 
-    The results are the exact adjoints (the same sums, in the same precision).
+    The results are the exact adjoints (the same sums, in the same precision). The backward pads follow from
+    the leading pads and the shapes, so per-side (asymmetric) padding needs nothing else.
     """
-    return _conv_raw(x, kernel, stride, ((pad_h, pad_h), (pad_w, pad_w)))
+    return _conv_raw(x, kernel, stride, pads)
 
 
-def _conv_nhwc_fwd(x, kernel, stride, pad_h, pad_w):
-    return _conv_nhwc(x, kernel, stride, pad_h, pad_w), (x, kernel)
+def _conv_nhwc_fwd(x, kernel, stride, pads):
+    return conv_nhwc(x, kernel, stride, pads), (x, kernel)
 
 
-def _conv_nhwc_bwd(stride, pad_h, pad_w, residuals, g):
+def _conv_nhwc_bwd(stride, pads, residuals, g):
+    (pad_h, _), (pad_w, _) = pads
     x, kernel = residuals
     kh, kw = kernel.shape[:2]
     (_, h, w, _), (_, gh, gw, _) = x.shape, g.shape
@@ -84,7 +87,7 @@ def _conv_nhwc_bwd(stride, pad_h, pad_w, residuals, g):
     return grad_x, jnp.transpose(grad_k, (1, 2, 0, 3))
 
 
-_conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
+conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
 
 
 def leaky_relu(x: jax.Array) -> jax.Array:

@@ -60,6 +60,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hybridjax.models.layers import conv_nhwc
+
 # C_a[t, d]: weight of z[r + t] (t = -2..1 for phase 0, -1..2 for phase 1) in U'[2r + a + d], d = -2..2.
 PHASE_COEFFICIENTS = np.array([
     [[0.25, 0.00, 0.00, 0.00, 0.00],
@@ -112,8 +114,8 @@ def conv_padded(x: jax.Array, kernel: jax.Array, pads: tuple[tuple[int, int], tu
                 flipped: jax.Array | None = None) -> jax.Array:
     r"""Stride-1 NHWC x HWIO convolution with per-side zero padding ``((top, bottom), (left, right))``.
 
-    The backward pass is two canonical convolutions (the stride-1 case of :func:`layers.conv2d`'s, with
-    asymmetric padding), the permutations held by optimisation barriers:
+    The backward pass is two canonical convolutions (:func:`hybridjax.models.layers.conv_nhwc`, stride 1), the
+    permutations held by optimisation barriers:
 
     .. math::
 
@@ -125,26 +127,8 @@ def conv_padded(x: jax.Array, kernel: jax.Array, pads: tuple[tuple[int, int], tu
     kernel's own cotangent is the gradient). When None it is computed in the backward pass.
     """
     if flipped is None:
-        return _conv_plain(x, kernel, pads)
+        return conv_nhwc(x, kernel, 1, pads)
     return _conv_flipped(x, kernel, flipped, pads)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_plain(x, kernel, pads):
-    return _conv(x, kernel, pads)
-
-
-def _conv_plain_fwd(x, kernel, pads):
-    return _conv(x, kernel, pads), (x, kernel)
-
-
-def _conv_plain_bwd(pads, residuals, g):
-    x, kernel = residuals
-    flipped = jax.lax.optimization_barrier(flip_kernel(kernel))
-    return _conv_flipped_bwd(pads, (x, kernel, flipped), g)[:2]
-
-
-_conv_plain.defvjp(_conv_plain_fwd, _conv_plain_bwd)
 
 
 def _combine(kernel: jax.Array, axis: int) -> list[jax.Array]:
