@@ -5,6 +5,9 @@ Runs only where torch is installed (the ``torch`` extra); skipped otherwise.
 from __future__ import annotations
 
 import importlib.util
+import json
+import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -127,9 +130,22 @@ def test_train_step_updates_only_the_trainable_parameters():
     assert int(after["up3_snn.norm_layer.num_batches_tracked"]) == 2
 
 
-def test_time_hybrid_step_reports_the_documented_fields():
+def _benchmark_script():
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "benchmark_torch.py"
+    spec = importlib.util.spec_from_file_location("benchmark_torch", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_time_hybrid_step_reports_the_documented_fields(tmp_path):
+    script = _benchmark_script()
     threads = torch.get_num_threads()
-    result = tb.time_hybrid_step(resolution=32, batch_size=1, num_steps=2, repeats=1)
+    cfg = script.TorchBenchmarkConfig(resolution=32, batch_size=1, num_steps=2, repeats=1,
+                                      output=str(tmp_path / "torch.json"))
+    lines = []
+    result = script.run(cfg, log=lines.append)
     assert torch.get_num_threads() == threads
     assert {"median_wall_s", "min_wall_s", "median_cpu_s", "wall_s", "torch_version", "num_threads", "resolution",
             "batch_size", "num_steps", "repeats", "loadavg"} <= set(result)
@@ -138,5 +154,7 @@ def test_time_hybrid_step_reports_the_documented_fields():
     assert (result["resolution"], result["batch_size"], result["num_steps"], result["repeats"]) == (32, 1, 2, 1)
     assert len(result["wall_s"]) == 1 and len(result["loadavg"]) == 3
     assert result["torch_version"] == torch.__version__ and result["num_threads"] == threads
+    assert json.loads((tmp_path / "torch.json").read_text())["median_wall_s"] == result["median_wall_s"]
+    assert lines[0].startswith(f"torch {torch.__version__} hybrid train step 32x32 b1 T2: median ")
     with pytest.raises(ValueError, match="multiple of 32"):
         tb.time_hybrid_step(resolution=16, batch_size=1, num_steps=2, repeats=1)
