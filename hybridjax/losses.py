@@ -2,7 +2,8 @@ r"""Training targets and losses of the official recipe (NHWC, time-major).
 
 * Target heatmap: the one-hot joint pixel blurred by a normalised Gaussian (sigma 2, 11 taps on
   x = -5..5, ``k(x) = exp(-x^2 / (2 sigma^2)) / sum``, separable, reflect padding) and divided by its own
-  maximum; an all-zero map (missing joint) stays zero.
+  maximum; an all-zero map (missing joint) stays zero. From landmarks, :func:`landmark_targets` builds the
+  same targets separably (outer product of two normalised 1-D blurs) without the full-size 2-D blur.
 * Heatmap loss: mean squared error over every element.
 * Membrane-potential loss: ``L_mp = mean over the 9 LIF layers of MSE(v_init(next window), V_last)``; the
   target is not detached (gradients reach the state initialisers through both sides).
@@ -45,19 +46,66 @@ def gaussian_targets(onehot: jax.Array, sigma: float = BLUR_SIGMA, taps: int = B
     return jnp.where(peak > 0, blurred / jnp.where(peak > 0, peak, 1.0), 0.0)
 
 
-def landmarks_to_onehot(landmarks: jax.Array, height: int, width: int, dtype=jnp.float32) -> jax.Array:
-    """One-hot maps ``[..., H, W, J]`` from landmarks ``[..., J, 2]`` = (u, v) pixels; NaN or outside -> zeros.
+def _landmark_pixels(landmarks: jax.Array, height: int, width: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The pixel rule of the targets: ``(row, column, valid)`` of landmarks ``[..., J, 2]`` = (u, v).
 
-    Coordinates are truncated to integers (the official targets put the one at ``[int(v), int(u)]``).
+    A joint is valid where both coordinates are finite and ``0 <= u < width``, ``0 <= v < height``; its
+    pixel is ``[int(v), int(u)]`` (truncation, as the official targets). Invalid joints get pixel (0, 0)
+    and ``valid`` False.
     """
     u, v = landmarks[..., 0], landmarks[..., 1]
     valid = jnp.isfinite(u) & jnp.isfinite(v) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
     ui = jnp.where(valid, u, 0).astype(jnp.int32)
     vi = jnp.where(valid, v, 0).astype(jnp.int32)
+    return vi, ui, valid
+
+
+def landmarks_to_onehot(landmarks: jax.Array, height: int, width: int, dtype=jnp.float32) -> jax.Array:
+    """One-hot maps ``[..., H, W, J]`` from landmarks ``[..., J, 2]`` = (u, v) pixels; NaN or outside -> zeros.
+
+    Coordinates are truncated to integers (the official targets put the one at ``[int(v), int(u)]``).
+    """
+    vi, ui, valid = _landmark_pixels(landmarks, height, width)
     rows = jax.nn.one_hot(vi, height, dtype=dtype)  # [..., J, H]
     cols = jax.nn.one_hot(ui, width, dtype=dtype)  # [..., J, W]
     maps = rows[..., :, None] * cols[..., None, :] * valid[..., None, None].astype(dtype)  # [..., J, H, W]
     return jnp.moveaxis(maps, -3, -1)
+
+
+def _normalised_blur_1d(onehot: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Blur ``[..., N]`` along its last axis (reflect padding) and divide by its max; all-zero stays zero."""
+    blurred = _blur_axis(onehot, kernel, onehot.ndim - 1)
+    peak = jnp.max(blurred, axis=-1, keepdims=True)
+    return jnp.where(peak > 0, blurred / jnp.where(peak > 0, peak, 1.0), 0.0)
+
+
+def landmark_targets(landmarks: jax.Array, height: int, width: int, sigma: float = BLUR_SIGMA,
+                     taps: int = BLUR_TAPS, dtype=jnp.float32) -> jax.Array:
+    r"""Blurred, max-normalised targets ``[..., H, W, J]`` straight from landmarks ``[..., J, 2]`` = (u, v).
+
+    Equals ``gaussian_targets(landmarks_to_onehot(landmarks, height, width, dtype), sigma, taps)`` (same
+    pixel rule: truncation, NaN or outside -> an all-zero map) without building or blurring the 2-D map.
+    The one-hot map of joint j is an outer product ``e_r e_c^T`` of a one-hot row vector
+    ``e_r \in R^H`` (1 at ``int(v)``) and column vector ``e_c \in R^W`` (1 at ``int(u)``); the blur is
+    separable with reflect padding applied per axis, so
+
+        ``G * (e_r e_c^T) = (g * e_r)(g * e_c)^T``,
+
+    and, all entries being non-negative, ``max(G * (e_r e_c^T)) = max(g * e_r) max(g * e_c)``. Hence
+
+        ``target = [(g * e_r) / max(g * e_r)] [(g * e_c) / max(g * e_c)]^T``,
+
+    two 1-D blurs of length H and W per joint and one broadcasted multiply that writes the output once.
+    Matches the 2-D route up to float rounding (~1e-16 in float64, ~1e-7 in float32).
+    """
+    vi, ui, valid = _landmark_pixels(landmarks, height, width)
+    kernel = gaussian_kernel_1d(sigma, taps, dtype)
+    present = valid[..., None].astype(dtype)
+    rows = _normalised_blur_1d(jax.nn.one_hot(vi, height, dtype=dtype) * present, kernel)  # [..., J, H]
+    cols = _normalised_blur_1d(jax.nn.one_hot(ui, width, dtype=dtype) * present, kernel)  # [..., J, W]
+    rows = jnp.swapaxes(rows, -1, -2)[..., :, None, :]  # [..., H, 1, J]
+    cols = jnp.swapaxes(cols, -1, -2)[..., None, :, :]  # [..., 1, W, J]
+    return rows * cols
 
 
 def heatmap_mse(pred: jax.Array, target: jax.Array) -> jax.Array:
@@ -106,6 +154,6 @@ def sequence_loss(heatmaps: jax.Array, targets: jax.Array, step_mask: jax.Array 
 
 __all__ = [
     "BLUR_SIGMA", "BLUR_TAPS", "gaussian_kernel_1d", "gaussian_targets", "heatmap_mse", "hybrid_loss",
-    "landmarks_to_onehot", "masked_step_mean", "membrane_loss", "per_step_mse", "sequence_loss",
+    "landmark_targets", "landmarks_to_onehot", "masked_step_mean", "membrane_loss", "per_step_mse", "sequence_loss",
 ]
 _ = math

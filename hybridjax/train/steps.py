@@ -54,9 +54,12 @@ def _grid_landmarks(landmarks: jax.Array, downsample: int) -> jax.Array:
 
 
 def heatmap_targets(landmarks: jax.Array, height: int, width: int, downsample: int = 1) -> jax.Array:
-    """``[..., J, 2]`` landmarks (NaN = missing) -> blurred, max-normalised ``[..., H, W, J]`` targets."""
-    onehot = losses.landmarks_to_onehot(_grid_landmarks(landmarks, downsample), height, width)
-    return losses.gaussian_targets(onehot)
+    """``[..., J, 2]`` landmarks (NaN = missing) -> blurred, max-normalised ``[..., H, W, J]`` targets.
+
+    Built separably by :func:`hybridjax.losses.landmark_targets` (two 1-D blurs per joint and one outer
+    product) instead of blurring full-size one-hot maps.
+    """
+    return losses.landmark_targets(_grid_landmarks(landmarks, downsample), height, width)
 
 
 def predicted_landmarks(heatmaps: jax.Array, downsample: int = 1) -> jax.Array:
