@@ -92,7 +92,13 @@ def test_phase_kernels_are_the_coefficient_products():
             np.testing.assert_allclose(np.asarray(phases[a][b]), want, rtol=1e-14, atol=1e-14)
     # Each upsampled sample is a convex combination: every kernel tap's weights sum to 1 over the phase taps.
     np.testing.assert_array_equal(PHASE_COEFFICIENTS.sum(axis=1), np.ones((2, 5)))
-    assert set(polyphase_kernels(jnp.asarray(kernel))) == {"phases", "top", "bottom", "left", "right", "flipped"}
+    kernels = polyphase_kernels(jnp.asarray(kernel))
+    assert set(kernels) == {"phases", "top", "bottom", "left", "right", "flipped"}
+    # The four phase kernels side by side (phase 2a + b in features [(2a + b) Cout, (2a + b + 1) Cout)).
+    assert kernels["phases"].shape == (4, 4, 2, 4 * 3)
+    for a in (0, 1):
+        for b in (0, 1):
+            np.testing.assert_array_equal(kernels["phases"][..., (2 * a + b) * 3:(2 * a + b + 1) * 3], phases[a][b])
 
 
 @pytest.mark.parametrize("pads", [((1, 0), (0, 1)), ((0, 0), (2, 2)), ((2, 1), (0, 0))])
@@ -126,11 +132,11 @@ def test_counted_macs_of_the_fused_block():
     n, h, w, cin, cout = 2, 8, 6, 16, 8
     counted = macs.count_macs(upsample2x_conv2d, jax.ShapeDtypeStruct((n, h, w, cin), jnp.float32),
                               {"kernel": jax.ShapeDtypeStruct((5, 5, cin, cout), jnp.float32)})
-    main = 4 * n * h * w * 16 * cin * cout
+    main = n * (h + 1) * (w + 1) * 16 * cin * (4 * cout)  # one conv for the four phases, one extra row/column
     ring = 2 * n * (2 * w) * 5 * cin * (2 * cout) + 2 * n * (2 * h) * 5 * cin * (2 * cout)
     dense = n * (2 * h) * (2 * w) * 25 * cin * cout
     assert counted == main + ring
-    assert main / dense == pytest.approx(0.64)
+    assert main / dense == pytest.approx(0.64 * (h + 1) * (w + 1) / (h * w))
 
 
 def test_hybrid_macs_count_the_literal_up_blocks_either_way():
@@ -165,8 +171,8 @@ def test_snn_uses_the_polyphase_form_from_the_minimum_size():
     fused = kernels(cfg)
     assert snn_unet.FUSED_MIN_SIZE == 16
     assert (5, 5, 48, 16) in fused  # up1, dense
-    assert fused.count((4, 4, 32, 12)) == 4 and fused.count((4, 4, 24, 8)) == 4  # up2, up3: four phases
-    assert (4, 4, 32, 12) not in kernels(dataclasses.replace(cfg, fused_upsample_conv=False))
+    assert fused.count((4, 4, 32, 4 * 12)) == 1 and fused.count((4, 4, 24, 4 * 8)) == 1  # up2, up3: 4 phases
+    assert (4, 4, 32, 4 * 12) not in kernels(dataclasses.replace(cfg, fused_upsample_conv=False))
 
 
 @pytest.mark.parametrize("snn_mode", ["layer", "step"])
