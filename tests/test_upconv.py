@@ -14,6 +14,7 @@ from hybridjax.models.layers import conv2d, upsample_bilinear2x
 from hybridjax.models.upconv import (
     PHASE_COEFFICIENTS,
     conv_padded,
+    edge_pad1,
     phase_kernels,
     polyphase_kernels,
     upsample2x_conv2d,
@@ -199,3 +200,16 @@ def test_snn_with_the_switch_on_equals_off(snn_mode, monkeypatch):
         assert _rel(grads_on[name]["conv"]["kernel"], grads_off[name]["conv"]["kernel"]) < 1e-9, name
     # The parameters (and so the state_dict layout) are untouched by the switch.
     assert jax.tree_util.tree_structure(grads_on) == jax.tree_util.tree_structure(params)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 3), (1, 1, 1, 2), (1, 1, 4, 2), (3, 2, 1, 1)])
+def test_edge_pad_and_its_in_place_backward_equal_jnp_pad(shape):
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(rng.standard_normal(shape))
+
+    def reference(x):
+        return jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+
+    np.testing.assert_array_equal(edge_pad1(x), reference(x))
+    g = jnp.asarray(rng.standard_normal(reference(x).shape))
+    np.testing.assert_allclose(jax.vjp(edge_pad1, x)[1](g)[0], jax.vjp(reference, x)[1](g)[0], rtol=0, atol=1e-14)
