@@ -6,6 +6,7 @@
         --stages hybrid --snn-mode step --remat True --repeats 0      # memory only (compile, no run)
     python experiments/benchmark.py --sweep-steps 10 25 50 100 --sweep-variants layer step_remat
     python experiments/benchmark.py --isolate                         # one subprocess per stage (peak RSS each)
+    python experiments/benchmark.py --stages hybrid --torch-python /path/to/python-with-torch  # vs PyTorch
 
 Writes a JSON file (``--output``) and prints a table. Runs unchanged on CPU, GPU and TPU (memory from XLA's
 buffer assignment everywhere; peak RSS of the process as well).
@@ -53,6 +54,9 @@ class BenchmarkConfig:
     sweep_variants: tuple[str, ...] = ("layer", "step_remat", "layer_chunk10_remat")  # see bench.long_window
     sweep_timed_steps: tuple[int, ...] = ()  # window lengths of the sweep that are also timed (slow)
     isolate: bool = False  # run every stage in its own subprocess (the peak RSS is then per configuration)
+    # an interpreter with torch installed: also time the PyTorch re-implementation of the official hybrid step
+    # (experiments/benchmark_torch.py) at the same shape in a subprocess, and report hybridjax's speedup
+    torch_python: str | None = None
     output: str = "benchmark.json"  # JSON result path
 
 
@@ -76,6 +80,20 @@ def _stage_in_subprocess(cfg: BenchmarkConfig, stage: str) -> dict:
             args += [f"--{name.replace('_', '-')}", str(getattr(cfg, name))]
     subprocess.run(args, check=True)
     return json.loads(out.read_text())["train_steps"][0]
+
+
+def torch_baseline(cfg: BenchmarkConfig) -> dict:
+    """Time the PyTorch baseline's hybrid step at the benchmark's shape with ``cfg.torch_python`` (a subprocess,
+    so that torch's and XLA's thread pools never share the process)."""
+    out = pathlib.Path(cfg.output).with_suffix(".torch.json")
+    args = [cfg.torch_python, str(REPO / "experiments" / "benchmark_torch.py"), "--resolution", str(cfg.resolution),
+            "--batch-size", str(cfg.batch_size), "--num-steps", str(cfg.num_steps), "--repeats",
+            str(max(cfg.repeats, 1)), "--output", str(out)]
+    done = subprocess.run(args, capture_output=True, text=True)
+    if done.returncode != 0 or not out.exists():
+        raise RuntimeError(f"--torch-python {cfg.torch_python}: the PyTorch baseline failed (exit {done.returncode}); "
+                           f"does that interpreter have torch and hybridjax installed?\n{done.stderr[-2000:]}")
+    return json.loads(out.read_text())
 
 
 def run(cfg: BenchmarkConfig, log=print) -> dict:
@@ -103,6 +121,15 @@ def run(cfg: BenchmarkConfig, log=print) -> dict:
             record["cpu_efficiency_vs_ceiling"] = cpu_efficiency(record, result["ceiling"])
         result["train_steps"].append(record)
         log(_row(record, result.get("ceiling")))
+    if cfg.torch_python:
+        hybrid = next((r for r in result["train_steps"] if r["stage"] == "hybrid"), None)
+        if hybrid is None:
+            raise ValueError("--torch-python compares the hybrid step: add hybrid to --stages")
+        result["torch_baseline"] = torch_baseline(cfg)
+        result["speedup_vs_torch"] = result["torch_baseline"]["median_wall_s"] / hybrid["median_wall_s"]
+        log(f"PyTorch baseline (torch {result['torch_baseline']['torch_version']}): "
+            f"{result['torch_baseline']['median_wall_s']:.3f} s median per hybrid step -> hybridjax "
+            f"{result['speedup_vs_torch']:.2f}x faster")
     if cfg.sweep_steps:
         from hybridjax.bench.long_window import sweep
 

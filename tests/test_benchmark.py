@@ -1,6 +1,7 @@
 """Benchmark harness: FLOP counts, memory analysis, donation-carrying timing loop, long-window variants."""
 import dataclasses
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -133,3 +134,37 @@ def test_chunked_layer_mode_computes_the_same_outputs_and_gradients():
                          jax.tree_util.tree_leaves((want_aux[0], want_aux[2], want_grads))):
         # float32 sums in a different order: compare relative to each leaf's scale (gradients reach 1e6 here)
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(np.max(np.abs(want))) + 1e-6)
+
+
+def _load_benchmark_cli():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark_cli", pathlib.Path("experiments/benchmark.py").resolve())
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the config's annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_torch_baseline_runs_the_given_interpreter_with_the_benchmark_shape(tmp_path):
+    cli = _load_benchmark_cli()
+    fake = tmp_path / "fake_python"
+    # Stands in for a torch interpreter: records its arguments in the JSON it is asked to write.
+    fake.write_text('#!/usr/bin/env python3\nimport json, sys\nargs = sys.argv[1:]\n'
+                    'out = args[args.index("--output") + 1]\n'
+                    'json.dump({"median_wall_s": 2.5, "torch_version": "fake", "args": args}, open(out, "w"))\n')
+    fake.chmod(0o755)
+    cfg = cli.BenchmarkConfig(resolution=96, batch_size=3, num_steps=7, repeats=4, torch_python=str(fake),
+                              output=str(tmp_path / "bench.json"))
+    record = cli.torch_baseline(cfg)
+    assert record["median_wall_s"] == 2.5
+    args = record["args"]
+    assert args[0].endswith("experiments/benchmark_torch.py")
+    assert [args[args.index(f) + 1] for f in ("--resolution", "--batch-size", "--num-steps", "--repeats")] == \
+        ["96", "3", "7", "4"]
+
+    failing = tmp_path / "no_torch_python"
+    failing.write_text("#!/bin/sh\necho 'No module named torch' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    with pytest.raises(RuntimeError, match=r"(?s)--torch-python .*no_torch_python.*exit 1.*No module named torch"):
+        cli.torch_baseline(dataclasses.replace(cfg, torch_python=str(failing)))
