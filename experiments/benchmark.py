@@ -6,7 +6,7 @@
         --stages hybrid --snn-mode step --remat True --repeats 0      # memory only (compile, no run)
     python experiments/benchmark.py --sweep-steps 10 25 50 100 --sweep-variants layer step_remat
     python experiments/benchmark.py --isolate                         # one subprocess per stage (peak RSS each)
-    python experiments/benchmark.py --stages hybrid --torch-python /path/to/python-with-torch  # vs PyTorch
+    python experiments/benchmark.py --stages --torch-python /path/to/python-with-torch  # hybrid step vs PyTorch
 
 Writes a JSON file (``--output``) and prints a table. Runs unchanged on CPU, GPU and TPU (memory from XLA's
 buffer assignment everywhere; peak RSS of the process as well).
@@ -54,9 +54,10 @@ class BenchmarkConfig:
     sweep_variants: tuple[str, ...] = ("layer", "step_remat", "layer_chunk10_remat")  # see bench.long_window
     sweep_timed_steps: tuple[int, ...] = ()  # window lengths of the sweep that are also timed (slow)
     isolate: bool = False  # run every stage in its own subprocess (the peak RSS is then per configuration)
-    # an interpreter with torch installed: also time the PyTorch re-implementation of the official hybrid step
-    # (experiments/benchmark_torch.py) at the same shape in a subprocess, and report hybridjax's speedup
+    # an interpreter with torch (and hybridjax) installed: alternate hybridjax's hybrid step with the PyTorch
+    # re-implementation of the official one (experiments/benchmark_torch.py --serve) at the same shape
     torch_python: str | None = None
+    torch_rounds: int = 10  # alternated step pairs of that comparison
     output: str = "benchmark.json"  # JSON result path
 
 
@@ -80,20 +81,6 @@ def _stage_in_subprocess(cfg: BenchmarkConfig, stage: str) -> dict:
             args += [f"--{name.replace('_', '-')}", str(getattr(cfg, name))]
     subprocess.run(args, check=True)
     return json.loads(out.read_text())["train_steps"][0]
-
-
-def torch_baseline(cfg: BenchmarkConfig) -> dict:
-    """Time the PyTorch baseline's hybrid step at the benchmark's shape with ``cfg.torch_python`` (a subprocess,
-    so that torch's and XLA's thread pools never share the process)."""
-    out = pathlib.Path(cfg.output).with_suffix(".torch.json")
-    args = [cfg.torch_python, str(REPO / "experiments" / "benchmark_torch.py"), "--resolution", str(cfg.resolution),
-            "--batch-size", str(cfg.batch_size), "--num-steps", str(cfg.num_steps), "--repeats",
-            str(max(cfg.repeats, 1)), "--output", str(out)]
-    done = subprocess.run(args, capture_output=True, text=True)
-    if done.returncode != 0 or not out.exists():
-        raise RuntimeError(f"--torch-python {cfg.torch_python}: the PyTorch baseline failed (exit {done.returncode}); "
-                           f"does that interpreter have torch and hybridjax installed?\n{done.stderr[-2000:]}")
-    return json.loads(out.read_text())
 
 
 def run(cfg: BenchmarkConfig, log=print) -> dict:
@@ -122,14 +109,15 @@ def run(cfg: BenchmarkConfig, log=print) -> dict:
         result["train_steps"].append(record)
         log(_row(record, result.get("ceiling")))
     if cfg.torch_python:
-        hybrid = next((r for r in result["train_steps"] if r["stage"] == "hybrid"), None)
-        if hybrid is None:
-            raise ValueError("--torch-python compares the hybrid step: add hybrid to --stages")
-        result["torch_baseline"] = torch_baseline(cfg)
-        result["speedup_vs_torch"] = result["torch_baseline"]["median_wall_s"] / hybrid["median_wall_s"]
-        log(f"PyTorch baseline (torch {result['torch_baseline']['torch_version']}): "
-            f"{result['torch_baseline']['median_wall_s']:.3f} s median per hybrid step -> hybridjax "
-            f"{result['speedup_vs_torch']:.2f}x faster")
+        from hybridjax.bench.versus_torch import compare_with_torch
+
+        versus = compare_with_torch(model, torch_python=cfg.torch_python, resolution=cfg.resolution,
+                                    batch_size=cfg.batch_size, num_steps=cfg.num_steps, rounds=cfg.torch_rounds)
+        result["versus_torch"] = versus
+        log(f"alternating {versus['rounds']} hybrid steps with PyTorch {versus['torch_version']} "
+            f"({versus['torch_threads']} threads): hybridjax {versus['hybridjax']['median_wall_s']:.3f} s, "
+            f"PyTorch {versus['torch']['median_wall_s']:.3f} s median -> {versus['speedup']:.2f}x "
+            f"(median per-round ratio {versus['speedup_per_round']:.2f}x)")
     if cfg.sweep_steps:
         from hybridjax.bench.long_window import sweep
 

@@ -29,6 +29,8 @@ class TorchBenchmarkConfig:
     repeats: int = 5  # timed steps after one warm-up step (median and min reported)
     threads: int | None = None  # torch intra-op threads (None: torch's default, one per physical core)
     output: str = "benchmark_torch.json"  # JSON result path
+    serve: bool = False  # keep the model alive and time one step per "step" line on stdin (JSON reply per line);
+    # used by experiments/benchmark.py --torch-python to alternate PyTorch and hybridjax steps
 
 
 def run(cfg: TorchBenchmarkConfig, log=print) -> dict:
@@ -47,4 +49,10 @@ def run(cfg: TorchBenchmarkConfig, log=print) -> dict:
 
 
 if __name__ == "__main__":
-    run(tyro.cli(TorchBenchmarkConfig))
+    config = tyro.cli(TorchBenchmarkConfig)
+    if config.serve:
+        from hybridjax.bench.torch_baseline import serve_hybrid_steps
+
+        serve_hybrid_steps(config.resolution, config.batch_size, config.num_steps, threads=config.threads)
+    else:
+        run(config)

@@ -1,7 +1,6 @@
 """Benchmark harness: FLOP counts, memory analysis, donation-carrying timing loop, long-window variants."""
 import dataclasses
 import json
-import pathlib
 import subprocess
 import sys
 
@@ -136,35 +135,47 @@ def test_chunked_layer_mode_computes_the_same_outputs_and_gradients():
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(np.max(np.abs(want))) + 1e-6)
 
 
-def _load_benchmark_cli():
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location("benchmark_cli", pathlib.Path("experiments/benchmark.py").resolve())
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the config's annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+FAKE_TORCH_SERVER = """#!/usr/bin/env python3
+import json, sys
+print(json.dumps({"ready": True, "torch_version": "fake", "num_threads": 7, "args": sys.argv[1:]}), flush=True)
+for line in sys.stdin:
+    if line.strip() == "quit":
+        break
+    print(json.dumps({"wall_s": 2.0, "cpu_s": 3.5, "loss": 0.1}), flush=True)
+"""
 
 
-def test_torch_baseline_runs_the_given_interpreter_with_the_benchmark_shape(tmp_path):
-    cli = _load_benchmark_cli()
-    fake = tmp_path / "fake_python"
-    # Stands in for a torch interpreter: records its arguments in the JSON it is asked to write.
-    fake.write_text('#!/usr/bin/env python3\nimport json, sys\nargs = sys.argv[1:]\n'
-                    'out = args[args.index("--output") + 1]\n'
-                    'json.dump({"median_wall_s": 2.5, "torch_version": "fake", "args": args}, open(out, "w"))\n')
+def test_comparison_with_torch_alternates_steps_with_the_server(tmp_path):
+    from hybridjax.bench.versus_torch import TorchStepServer, compare_with_torch
+
+    fake = tmp_path / "fake_python"  # stands in for an interpreter with torch: a server with fixed step times
+    fake.write_text(FAKE_TORCH_SERVER)
     fake.chmod(0o755)
-    cfg = cli.BenchmarkConfig(resolution=96, batch_size=3, num_steps=7, repeats=4, torch_python=str(fake),
-                              output=str(tmp_path / "bench.json"))
-    record = cli.torch_baseline(cfg)
-    assert record["median_wall_s"] == 2.5
-    args = record["args"]
-    assert args[0].endswith("experiments/benchmark_torch.py")
-    assert [args[args.index(f) + 1] for f in ("--resolution", "--batch-size", "--num-steps", "--repeats")] == \
-        ["96", "3", "7", "4"]
+    server = TorchStepServer(str(fake), resolution=96, batch_size=3, num_steps=7, threads=2)
+    args = server.info["args"]
+    assert args[0].endswith("experiments/benchmark_torch.py") and "--serve" in args
+    assert [args[args.index(f) + 1] for f in ("--resolution", "--batch-size", "--num-steps", "--threads")] == \
+        ["96", "3", "7", "2"]
+    assert server.step() == {"wall_s": 2.0, "cpu_s": 3.5, "loss": 0.1}
+    server.close()
+    assert server.process.returncode == 0
+
+    result = compare_with_torch(ModelConfig.preset("tiny"), torch_python=str(fake), resolution=32, batch_size=1,
+                                num_steps=2, rounds=3)
+    assert result["torch"]["wall_s"] == [2.0, 2.0, 2.0] and result["torch"]["median_cpu_s"] == 3.5
+    ours = result["hybridjax"]["wall_s"]
+    assert len(ours) == 3 and all(t > 0 for t in ours)
+    assert result["speedup"] == pytest.approx(2.0 / result["hybridjax"]["median_wall_s"])
+    assert result["speedup_per_round"] == pytest.approx(float(np.median([2.0 / t for t in ours])))
+    assert (result["torch_version"], result["torch_threads"]) == ("fake", 7)
+
+
+def test_comparison_with_torch_names_the_interpreter_that_failed(tmp_path):
+    from hybridjax.bench.versus_torch import TorchStepServer
 
     failing = tmp_path / "no_torch_python"
     failing.write_text("#!/bin/sh\necho 'No module named torch' >&2\nexit 1\n")
     failing.chmod(0o755)
     with pytest.raises(RuntimeError, match=r"(?s)--torch-python .*no_torch_python.*exit 1.*No module named torch"):
-        cli.torch_baseline(dataclasses.replace(cfg, torch_python=str(failing)))
+        TorchStepServer(str(failing), resolution=64, batch_size=2, num_steps=10)

@@ -158,3 +158,17 @@ def test_time_hybrid_step_reports_the_documented_fields(tmp_path):
     assert lines[0].startswith(f"torch {torch.__version__} hybrid train step 32x32 b1 T2: median ")
     with pytest.raises(ValueError, match="multiple of 32"):
         tb.time_hybrid_step(resolution=16, batch_size=1, num_steps=2, repeats=1)
+
+
+def test_serve_times_one_step_per_command_and_stops_on_quit():
+    import io
+
+    replies = io.StringIO()
+    tb.serve_hybrid_steps(32, 1, num_steps=2, commands=io.StringIO("step\nstep\nquit\nstep\n"), replies=replies)
+    lines = [json.loads(line) for line in replies.getvalue().splitlines()]
+    assert lines[0]["ready"] is True and lines[0]["torch_version"] == torch.__version__
+    assert len(lines) == 3  # ready + two steps; nothing after quit
+    for reply in lines[1:]:
+        assert reply["wall_s"] > 0 and reply["cpu_s"] > 0 and np.isfinite(reply["loss"])
+    with pytest.raises(ValueError, match="unknown command 'go'"):
+        tb.serve_hybrid_steps(32, 1, num_steps=2, commands=io.StringIO("go\n"), replies=io.StringIO())

@@ -26,6 +26,7 @@ joint maps blurred by a Gaussian (sigma 2, 11 taps, reflect padding) and divided
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import statistics
@@ -509,8 +510,48 @@ def time_hybrid_step(resolution: int, batch_size: int, num_steps: int = 10, repe
     }
 
 
+def serve_hybrid_steps(resolution: int, batch_size: int, num_steps: int = 10, threads: int | None = None,
+                       seed: int = 0, commands=None, replies=None) -> None:
+    """Keeps one model and batch alive and times one hybrid step per ``step`` command (interleaved benchmarks).
+
+    Reads lines from ``commands`` (default stdin): ``step`` runs and times one training step and answers one JSON
+    line ``{"wall_s", "cpu_s", "loss"}`` on ``replies`` (default stdout); ``quit`` (or end of input) stops. After
+    building the model and one warm-up step it answers ``{"ready": true, "torch_version", "num_threads"}``.
+    A caller that alternates these steps with its own sees both under the same machine conditions.
+    """
+    import sys
+
+    commands = sys.stdin if commands is None else commands
+    replies = sys.stdout if replies is None else replies
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    model = xavier_init_(HybridCNNSNN()).to(torch.float32)
+    model.freeze_ann()
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=LEARNING_RATE)
+    batch = synthetic_batch(resolution, batch_size, num_steps, seed=seed)
+    hybrid_train_step(model, optimizer, batch)
+
+    def reply(record):
+        replies.write(json.dumps(record) + "\n")
+        replies.flush()
+
+    reply({"ready": True, "torch_version": torch.__version__, "num_threads": torch.get_num_threads()})
+    for line in commands:
+        command = line.strip()
+        if command == "quit":
+            break
+        if command != "step":
+            raise ValueError(f"serve_hybrid_steps: unknown command {command!r} (expected 'step' or 'quit')")
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        terms = hybrid_train_step(model, optimizer, batch)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        reply({"wall_s": wall, "cpu_s": cpu, "loss": float(terms["loss"])})
+
+
 __all__ = [
     "ATanSpike", "HybridBatch", "HybridCNNSNN", "HybridOutput", "LIFNeuron", "LIF_NAMES", "INITIALISERS",
-    "gaussian_targets", "hybrid_loss", "hybrid_loss_and_grads", "hybrid_train_step", "synthetic_batch",
+    "gaussian_targets", "hybrid_loss", "hybrid_loss_and_grads", "hybrid_train_step", "serve_hybrid_steps",
+    "synthetic_batch",
     "time_hybrid_step", "xavier_init_",
 ]

@@ -1,0 +1,105 @@
+"""hybridjax's hybrid training step against the PyTorch baseline, alternated step by step on one machine.
+
+The PyTorch re-implementation of the official step (:mod:`hybridjax.bench.torch_baseline`, float64 parity with
+the golden files) runs in its own process (``experiments/benchmark_torch.py --serve``), so that the two thread
+pools never share a process, and both sides keep their compiled step / model alive. The comparison then
+alternates: one hybridjax step, one PyTorch step, ``rounds`` times. On a machine whose speed drifts (a shared
+VM) two separate runs minutes apart can differ by 30%; alternating exposes both to the same conditions, and the
+per-round ratio is reported next to the medians.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import statistics
+import subprocess
+import time
+
+import jax
+
+from hybridjax.bench.training import initial_state, synthetic_batch
+from hybridjax.models import ModelConfig
+from hybridjax.train.steps import TRAIN_STEPS
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+class TorchStepServer:
+    """A PyTorch baseline process that times one hybrid step per request (see ``serve_hybrid_steps``)."""
+
+    def __init__(self, python: str, *, resolution: int, batch_size: int, num_steps: int,
+                 threads: int | None = None):
+        args = [python, str(REPO / "experiments" / "benchmark_torch.py"), "--serve", "--resolution", str(resolution),
+                "--batch-size", str(batch_size), "--num-steps", str(num_steps)]
+        if threads is not None:
+            args += ["--threads", str(threads)]
+        self.python = python
+        self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True)
+        self.info = self._reply()
+
+    def _reply(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait()
+            raise RuntimeError(f"--torch-python {self.python}: the PyTorch baseline exited "
+                               f"(exit {self.process.returncode}); does that interpreter have torch and hybridjax "
+                               f"installed?\n{self.process.stderr.read()[-2000:]}")
+        return json.loads(line)
+
+    def step(self) -> dict:
+        self.process.stdin.write("step\n")
+        self.process.stdin.flush()
+        return self._reply()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.write("quit\n")
+            self.process.stdin.flush()
+            self.process.wait(timeout=60)
+
+
+def compare_with_torch(cfg: ModelConfig, *, torch_python: str, resolution: int, batch_size: int,
+                       num_steps: int, rounds: int = 10, threads: int | None = None) -> dict:
+    """Alternates ``rounds`` hybrid training steps of hybridjax and of the PyTorch baseline at the same shape.
+
+    Returns per-side ``{"median_wall_s", "min_wall_s", "median_cpu_s", "wall_s"}``, ``speedup`` (PyTorch median
+    / hybridjax median), ``speedup_per_round`` (median of the rounds' ratios) and the PyTorch version/threads.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    state = initial_state("hybrid", cfg)
+    batch = synthetic_batch("hybrid", cfg, resolution=resolution, batch_size=batch_size, num_steps=num_steps)
+    rng = jax.random.key(1)
+    step = jax.jit(TRAIN_STEPS["hybrid"], donate_argnums=0)
+    state, metrics = step(state, batch, rng)  # compile + warm-up
+    jax.block_until_ready(metrics)
+    server = TorchStepServer(torch_python, resolution=resolution, batch_size=batch_size, num_steps=num_steps,
+                             threads=threads)
+    ours, theirs = {"wall_s": [], "cpu_s": []}, {"wall_s": [], "cpu_s": []}
+    try:
+        for _ in range(rounds):
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            state, metrics = step(state, batch, rng)
+            jax.block_until_ready(metrics)
+            ours["cpu_s"].append(time.process_time() - cpu0)
+            ours["wall_s"].append(time.perf_counter() - wall0)
+            reply = server.step()
+            theirs["wall_s"].append(reply["wall_s"])
+            theirs["cpu_s"].append(reply["cpu_s"])
+    finally:
+        server.close()
+
+    def summary(side):
+        return {"median_wall_s": statistics.median(side["wall_s"]), "min_wall_s": min(side["wall_s"]),
+                "median_cpu_s": statistics.median(side["cpu_s"]), **side}
+
+    result = {"hybridjax": summary(ours), "torch": summary(theirs), "rounds": rounds,
+              "torch_version": server.info["torch_version"], "torch_threads": server.info["num_threads"],
+              "resolution": resolution, "batch_size": batch_size, "num_steps": num_steps}
+    result["speedup"] = result["torch"]["median_wall_s"] / result["hybridjax"]["median_wall_s"]
+    result["speedup_per_round"] = statistics.median(t / o for t, o in zip(theirs["wall_s"], ours["wall_s"]))
+    return result
+
+
+__all__ = ["TorchStepServer", "compare_with_torch"]
