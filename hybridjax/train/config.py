@@ -188,11 +188,11 @@ def tiny_preset() -> TrainConfig:
     Command: ``python experiments/train.py tiny`` (generates the synthetic recordings into the cache on
     first use, trains ann -> snn -> hybrid on inputs pooled to 64 x 64 with 10 ms steps, then writes the
     evaluation report into runs/tiny/report).
-    Hardware and time: 2 CPU cores, about 5 minutes (measured 5 min 17 s from a fresh clone and an empty
-    cache on a quiet machine, 30 s of it generating the data).
+    Hardware and time: 2 CPU cores, about 5-7 minutes (measured 6 min 50 s from a fresh clone and an empty
+    cache, install included, 30 s of it generating the data; 5 min 17 s on a quieter machine).
     Expected (measured; report headline = first 100 ms of 16 evenly spread test windows, px of the 256
-    crop): hybrid 12.64, ANN at every label 13.30, ANN held 13.17, SNN alone (hybrid, zero init) 58.99, pure
-    SNN 88.35; hybrid power 1.28 mW vs 12.0 mW for the ANN at 100 Hz (paper energy model).
+    crop): hybrid 13.19, ANN at every label 13.12, ANN held 13.44, SNN alone (hybrid, zero init) 57.18, pure
+    SNN 88.17; hybrid power 1.28 mW vs 12.0 mW for the ANN at 100 Hz (paper energy model).
     Two departures from the official recipe, both for a 300-step hybrid stage: the SNN head starts at zero
     (``hybrid_zero_head``), and the membrane-potential term is off (``membrane_loss_weight=0``). With the
     official 0.05 that term is ~25x the output MSE here and the output loss does not fall within the run
