@@ -472,6 +472,32 @@ def synthetic_batch(resolution: int, batch_size: int, num_steps: int, *, num_joi
 # --------------------------------------------------------------------------- timing
 
 
+def _warm_timed_step(resolution: int, batch_size: int, num_steps: int, threads: int | None, seed: int):
+    """Builds the float32 model, optimiser and a synthetic batch, runs one warm-up step (allocator, oneDNN
+    primitives, Adam state) and returns ``timed_step() -> (wall_s, cpu_s, loss)`` for that model and batch."""
+    if resolution <= 0 or resolution % RESOLUTION_MULTIPLE:
+        raise ValueError(f"resolution {resolution} is not a positive multiple of {RESOLUTION_MULTIPLE} "
+                         "(the ANN U-Net pools five times)")
+    if batch_size < 1 or num_steps < 1:
+        raise ValueError(f"batch_size and num_steps must be >= 1, got {batch_size}, {num_steps}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    model = xavier_init_(HybridCNNSNN()).to(torch.float32)
+    model.freeze_ann()
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=LEARNING_RATE)
+    batch = synthetic_batch(resolution, batch_size, num_steps, seed=seed)
+    hybrid_train_step(model, optimizer, batch)
+
+    def timed_step() -> tuple[float, float, float]:
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        terms = hybrid_train_step(model, optimizer, batch)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        return wall, cpu, float(terms["loss"])
+
+    return timed_step
+
+
 def time_hybrid_step(resolution: int, batch_size: int, num_steps: int = 10, repeats: int = 5,
                      threads: int | None = None, seed: int = 0) -> dict:
     """Times the hybrid training step (float32, CPU) after one warm-up step.
@@ -481,30 +507,15 @@ def time_hybrid_step(resolution: int, batch_size: int, num_steps: int = 10, repe
     (``torch.get_num_threads()``), ``resolution``, ``batch_size``, ``num_steps``, ``repeats`` and ``loadavg``
     (``os.getloadavg()`` after the run).
     """
-    if resolution <= 0 or resolution % RESOLUTION_MULTIPLE:
-        raise ValueError(f"resolution {resolution} is not a positive multiple of {RESOLUTION_MULTIPLE} "
-                         "(the ANN U-Net pools five times)")
-    if batch_size < 1 or num_steps < 1 or repeats < 1:
-        raise ValueError(f"batch_size, num_steps and repeats must be >= 1, got {batch_size}, {num_steps}, {repeats}")
-    if threads is not None:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    model = xavier_init_(HybridCNNSNN()).to(torch.float32)
-    model.freeze_ann()
-    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=LEARNING_RATE)
-    batch = synthetic_batch(resolution, batch_size, num_steps, seed=seed)
-    hybrid_train_step(model, optimizer, batch)  # warm-up: allocator, oneDNN primitives, Adam state
-    walls, cpus = [], []
-    for _ in range(repeats):
-        wall0, cpu0 = time.perf_counter(), time.process_time()
-        terms = hybrid_train_step(model, optimizer, batch)
-        cpus.append(time.process_time() - cpu0)
-        walls.append(time.perf_counter() - wall0)
-    if not math.isfinite(float(terms["loss"])):
-        raise FloatingPointError(f"the timed hybrid step produced a non-finite loss {float(terms['loss'])}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    timed_step = _warm_timed_step(resolution, batch_size, num_steps, threads, seed)
+    walls, cpus, losses = zip(*(timed_step() for _ in range(repeats)))
+    if not math.isfinite(losses[-1]):
+        raise FloatingPointError(f"the timed hybrid step produced a non-finite loss {losses[-1]}")
     return {
         "median_wall_s": statistics.median(walls), "min_wall_s": min(walls), "median_cpu_s": statistics.median(cpus),
-        "wall_s": walls, "torch_version": torch.__version__, "num_threads": torch.get_num_threads(),
+        "wall_s": list(walls), "torch_version": torch.__version__, "num_threads": torch.get_num_threads(),
         "resolution": resolution, "batch_size": batch_size, "num_steps": num_steps, "repeats": repeats,
         "loadavg": list(os.getloadavg()),
     }
@@ -523,14 +534,7 @@ def serve_hybrid_steps(resolution: int, batch_size: int, num_steps: int = 10, th
 
     commands = sys.stdin if commands is None else commands
     replies = sys.stdout if replies is None else replies
-    if threads is not None:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    model = xavier_init_(HybridCNNSNN()).to(torch.float32)
-    model.freeze_ann()
-    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=LEARNING_RATE)
-    batch = synthetic_batch(resolution, batch_size, num_steps, seed=seed)
-    hybrid_train_step(model, optimizer, batch)
+    timed_step = _warm_timed_step(resolution, batch_size, num_steps, threads, seed)
 
     def reply(record):
         replies.write(json.dumps(record) + "\n")
@@ -543,10 +547,8 @@ def serve_hybrid_steps(resolution: int, batch_size: int, num_steps: int = 10, th
             break
         if command != "step":
             raise ValueError(f"serve_hybrid_steps: unknown command {command!r} (expected 'step' or 'quit')")
-        wall0, cpu0 = time.perf_counter(), time.process_time()
-        terms = hybrid_train_step(model, optimizer, batch)
-        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        reply({"wall_s": wall, "cpu_s": cpu, "loss": float(terms["loss"])})
+        wall, cpu, loss = timed_step()
+        reply({"wall_s": wall, "cpu_s": cpu, "loss": loss})
 
 
 __all__ = [
