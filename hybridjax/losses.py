@@ -42,7 +42,12 @@ def gaussian_targets(onehot: jax.Array, sigma: float = BLUR_SIGMA, taps: int = B
     """Blurred, max-normalised targets from one-hot maps ``[..., H, W, J]``."""
     kernel = gaussian_kernel_1d(sigma, taps, onehot.dtype)
     blurred = _blur_axis(_blur_axis(onehot, kernel, onehot.ndim - 3), kernel, onehot.ndim - 2)
-    peak = jnp.max(blurred, axis=(-3, -2), keepdims=True)
+    return _divide_by_peak(blurred, axis=(-3, -2))
+
+
+def _divide_by_peak(blurred: jax.Array, axis) -> jax.Array:
+    """``blurred / max over axis``; a map whose max is 0 (a missing joint) stays all zero."""
+    peak = jnp.max(blurred, axis=axis, keepdims=True)
     return jnp.where(peak > 0, blurred / jnp.where(peak > 0, peak, 1.0), 0.0)
 
 
@@ -74,9 +79,7 @@ def landmarks_to_onehot(landmarks: jax.Array, height: int, width: int, dtype=jnp
 
 def _normalised_blur_1d(onehot: jax.Array, kernel: jax.Array) -> jax.Array:
     """Blur ``[..., N]`` along its last axis (reflect padding) and divide by its max; all-zero stays zero."""
-    blurred = _blur_axis(onehot, kernel, onehot.ndim - 1)
-    peak = jnp.max(blurred, axis=-1, keepdims=True)
-    return jnp.where(peak > 0, blurred / jnp.where(peak > 0, peak, 1.0), 0.0)
+    return _divide_by_peak(_blur_axis(onehot, kernel, onehot.ndim - 1), axis=-1)
 
 
 def landmark_targets(landmarks: jax.Array, height: int, width: int, sigma: float = BLUR_SIGMA,
