@@ -7,7 +7,7 @@ import pytest
 
 from hybridjax.data.errors import DataError
 from hybridjax.data.h36m import EventH36MDataset
-from hybridjax.data.pipeline import BatchLoader
+from hybridjax.data.loader import BatchLoader
 
 NS = 1_000_000
 DURATION_MS = 1000

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from hybridjax import metrics
+from hybridjax.data.batch import pool_pixels as pool_inputs
 from hybridjax.eval import firing
-from hybridjax.eval.evaluate import EvalConfig, dhp19_ann_inputs, evaluate, pool_inputs
+from hybridjax.eval.evaluate import EvalConfig, dhp19_ann_inputs, evaluate
 from hybridjax.eval.report import write_report
 from hybridjax.models import HybridModel, ModelConfig
 

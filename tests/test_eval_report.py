@@ -4,8 +4,9 @@ import json
 import numpy as np
 import pytest
 
+from hybridjax.data.batch import pool_pixels as pool_inputs
 from hybridjax.eval import energy, plots, report
-from hybridjax.eval.evaluate import StepErrors, pool_inputs
+from hybridjax.eval.evaluate import StepErrors
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

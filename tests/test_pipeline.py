@@ -1,15 +1,16 @@
-"""BatchLoader: deterministic shuffling, process sharding, worker threads/processes, collation, pmap shards."""
+"""The one loader and batch format: (seed, step) determinism, process sharding, worker threads and their
+shutdown, collation with padding, pmap shards."""
+import threading
+
 import numpy as np
 import pytest
 
-from hybridjax.data.pipeline import BatchLoader, collate, measure_throughput, shard_for_devices
+from hybridjax.data.batch import collate, shard_for_devices
+from hybridjax.data.loader import BatchLoader, measure_throughput
 
 
 class CountingDataset:
     """Item i: a time-major 'events' [T, 2, 2, 2] filled with i, 'ann_input' [2, 2, 1], a shared mask."""
-
-    time_major_keys = ("events", "landmarks")
-    shared_keys = ("step_has_label",)
 
     def __init__(self, size: int, steps: int = 3):
         self.size, self.steps = size, steps
@@ -41,9 +42,13 @@ def test_shuffle_is_deterministic_per_seed_and_epoch():
     assert first == again
     assert first != other_epoch and first != other_seed
     assert sorted(sum(first, [])) == list(range(40)) == sorted(sum(other_epoch, []))
-    # Iterating the loader itself walks epochs 0, 1, ...
-    loader = BatchLoader(dataset, 8, seed=3, num_workers=0)
-    assert [_ids(b) for b in loader] == first and [_ids(b) for b in loader] == other_epoch
+    # The batch of global step k depends only on (seed, k): epoch 1 starts at step 5; a loader started
+    # half-way (a resumed run) and its worker threads give exactly the same batches.
+    loader = BatchLoader(dataset, 8, seed=3, num_workers=2)
+    with loader:
+        resumed = [(step, _ids(b)) for step, b in loader.steps(3, 8)]
+    assert resumed == [(k, (first + other_epoch)[k]) for k in range(3, 8)]
+    assert [_ids(loader.batch(k)) for k in range(5)] == first
     unshuffled = BatchLoader(dataset, 8, shuffle=False, num_workers=0)
     assert [_ids(b) for b in unshuffled.iter_epoch(5)][0] == list(range(8))
 
@@ -68,12 +73,18 @@ def test_process_sharding_covers_the_epoch_once():
 def test_partial_last_batch_and_len():
     dataset = CountingDataset(10)
     assert len(BatchLoader(dataset, 4)) == 2
-    kept = [_ids(b) for b in BatchLoader(dataset, 4, drop_last=False, num_workers=0).iter_epoch(0)]
+    kept = [_ids(b) for b in BatchLoader(dataset, 4, shuffle=False, num_workers=0)]
     assert [len(b) for b in kept] == [4, 4, 2] and sorted(sum(kept, [])) == list(range(10))
-    with pytest.raises(ValueError, match="multiple of 3"):
+    # Evaluation: a chosen subset, in order, the last batch padded with its last item and marked.
+    padded = list(BatchLoader(dataset, 4, shuffle=False, items=[1, 3, 5, 7, 9], pad_last=True, num_workers=1))
+    assert [_ids(b) for b in padded] == [[1, 3, 5, 7], [9, 9, 9, 9]]
+    assert padded[1]["is_padding"].tolist() == [False, True, True, True] and padded[1]["events"].shape[1] == 4
+    with pytest.raises(ValueError, match="multiple of the 3 processes"):
         BatchLoader(dataset, 4, process_count=3)
-    with pytest.raises(ValueError, match="unequal step counts"):
-        BatchLoader(dataset, 4, process_count=2, drop_last=False)
+    with pytest.raises(ValueError, match="partial last batch"):
+        BatchLoader(dataset, 4, process_count=2, shuffle=False)
+    with pytest.raises(ValueError, match="fewer than one batch of 12"):
+        BatchLoader(dataset, 12)
 
 
 def test_collation_layout():
@@ -85,10 +96,17 @@ def test_collation_layout():
     np.testing.assert_array_equal(batch["step_has_label"], [True, False, True])
     assert batch["ann_input"].shape == (4, 2, 2, 1)
     assert batch["recording"] == ["rec0", "rec1", "rec2", "rec3"]
+    # Frames: landmarks [J, 2] stay batch-major; pixel fields are sum-pooled; float64 becomes float32.
+    frames = collate([{"landmarks": np.full((13, 2), i, np.float64), "ann_input": np.ones((4, 4, 20))}
+                      for i in range(3)], downsample=2)
+    assert frames["landmarks"].shape == (3, 13, 2) and frames["landmarks"].dtype == np.float32
+    assert frames["ann_input"].shape == (3, 2, 2, 20) and frames["ann_input"][0, 0, 0, 0] == 4.0
     items = [dataset[0], dataset[1]]
     items[1]["step_has_label"] = np.array([True, True, True])
     with pytest.raises(ValueError, match="'step_has_label' differs"):
-        collate(items, dataset.time_major_keys, dataset.shared_keys)
+        collate(items)
+    with pytest.raises(KeyError, match="'joints_3d' missing from item 0"):
+        collate(items, ("events", "joints_3d"))
 
 
 def test_shard_for_devices():
@@ -102,38 +120,37 @@ def test_shard_for_devices():
     # Device d holds items 2d, 2d + 1 at every step.
     np.testing.assert_array_equal(shards["events"][:, 0, :, 0, 0, 0], [[0, 1], [2, 3], [4, 5], [6, 7]])
     np.testing.assert_array_equal(shards["window_index"], [[0, 1], [2, 3], [4, 5], [6, 7]])
-    with pytest.raises(ValueError, match="does not split over 3 devices"):
+    with pytest.raises(ValueError, match="not divisible by 3 devices"):
         shard_for_devices(batch, 3)
 
 
-def test_errors_in_workers_reach_the_caller_and_close_is_clean():
+def _data_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("hybridjax-data")]
+
+
+def test_errors_in_workers_reach_the_caller_and_close_joins_the_threads():
     class Failing(CountingDataset):
         def __getitem__(self, i):
             if i == 5:
                 raise KeyError("broken item 5")
             return super().__getitem__(i)
 
+    before = len(_data_threads())
     loader = BatchLoader(Failing(12), 4, shuffle=False, num_workers=2, prefetch=2)
     iterator = loader.iter_epoch(0)
     assert _ids(next(iterator)) == [0, 1, 2, 3]
     with pytest.raises(KeyError, match="broken item 5"):
         next(iterator)
+    assert len(_data_threads()) > before
     loader.close()
-    assert loader._executor is None
-    # Abandoning an epoch part-way and closing leaves no running workers; the loader can be reused.
+    assert len(_data_threads()) == before  # stopped and joined
+    # Abandoning an epoch part-way and leaving the with block leaves no workers; the loader can be reused.
     with BatchLoader(CountingDataset(40), 4, num_workers=2, prefetch=3) as loader:
         iterator = loader.iter_epoch(0)
         next(iterator)
         iterator.close()
         assert len(list(loader.iter_epoch(1))) == 10
-
-
-def test_process_workers_match_threads():
-    dataset = CountingDataset(12)
-    threads = [_ids(b) for b in BatchLoader(dataset, 4, seed=7, num_workers=2).iter_epoch(0)]
-    with BatchLoader(dataset, 4, seed=7, num_workers=2, worker_type="process") as loader:
-        processes = [_ids(b) for b in loader.iter_epoch(0)]
-    assert processes == threads
+    assert len(_data_threads()) == before
 
 
 def test_fixture_batches_and_throughput(shared_dir):
@@ -147,7 +164,7 @@ def test_fixture_batches_and_throughput(shared_dir):
         assert batch["step_has_label"].shape == (10,)
         assert batch["ann_input"].shape == batch["ann_input_next"].shape == (2, 256, 256, 20)
         assert batch["ann_landmarks"].shape == (2, 13, 2) and len(batch["recording"]) == 2
-        order = loader.epoch_order(0)[:2]
+        order = loader.indices(0)
         np.testing.assert_array_equal(batch["window_index"], order)
         np.testing.assert_array_equal(batch["events"][:, 1], dataset[int(order[1])]["events"])
         assert measure_throughput(loader, 3) > 0

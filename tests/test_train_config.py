@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tyro
 
+from hybridjax.data.batch import collate, shard_for_devices
+from hybridjax.data.loader import BatchLoader
 from hybridjax.models import ModelConfig
-from hybridjax.train import data as data_lib
-from hybridjax.train import distributed
 from hybridjax.train.config import (
     DataConfig,
     StageConfig,
@@ -63,28 +63,32 @@ def test_bad_values_are_named():
         preset("huge")
 
 
+def _step_indices(num_items, batch_size, seed, step):
+    return BatchLoader(list(range(num_items)), batch_size, seed=seed).indices(step)
+
+
 def test_batches_are_a_function_of_seed_and_step():
-    a = [data_lib.batch_indices(10, 3, 2022, s) for s in range(6)]
-    b = [data_lib.batch_indices(10, 3, 2022, s) for s in range(6)]
+    a = [_step_indices(10, 3, 2022, s) for s in range(6)]
+    b = [_step_indices(10, 3, 2022, s) for s in range(6)]
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     # 3 batches per epoch (tail of 1 dropped); each epoch visits distinct items, epochs differ in order.
     epoch0 = np.concatenate(a[:3])
     assert len(set(epoch0.tolist())) == 9
     assert not np.array_equal(epoch0, np.concatenate(a[3:6]))
-    assert not np.array_equal(a[0], data_lib.batch_indices(10, 3, 2023, 0))
+    assert not np.array_equal(a[0], _step_indices(10, 3, 2023, 0))
 
 
 def test_collate_and_shard_layouts():
     items = [{"events": np.full((3, 8, 8, 2), i, np.float32), "landmarks": np.full((3, 13, 2), i, np.float32),
               "step_has_label": np.array([True, False, True]), "ann_input": np.ones((8, 8, 20), np.float32)}
              for i in range(4)]
-    batch = data_lib.collate(items, ("events", "landmarks", "step_has_label", "ann_input"), downsample=2)
+    batch = collate(items, ("events", "landmarks", "step_has_label", "ann_input"), downsample=2)
     assert batch["events"].shape == (3, 4, 4, 4, 2) and batch["landmarks"].shape == (3, 4, 13, 2)
     assert batch["ann_input"].shape == (4, 4, 4, 20) and float(batch["ann_input"][0, 0, 0, 0]) == 4.0  # sum pool
     np.testing.assert_array_equal(batch["events"][0, :, 0, 0, 0], [0, 4, 8, 12])  # item i pooled: 4 i
-    shards = distributed.shard_batch(batch, 2)
+    shards = shard_for_devices(batch, 2)
     assert shards["events"].shape == (2, 3, 2, 4, 4, 2) and shards["step_has_label"].shape == (2, 3)
     np.testing.assert_array_equal(shards["events"][1, 0, :, 0, 0, 0], [8, 12])  # device 1 gets items 2, 3
     assert shards["ann_input"].shape == (2, 2, 4, 4, 20)
     with pytest.raises(ValueError, match="not divisible by 3 devices"):
-        distributed.shard_batch(batch, 3)
+        shard_for_devices(batch, 3)

@@ -22,6 +22,7 @@ PMAP_SCRIPT = textwrap.dedent('''
     import json, pathlib, sys
     import jax, numpy as np, optax
     from hybridjax.models import ModelConfig
+    from hybridjax.data.batch import collate, shard_for_devices
     from hybridjax.train import data as data_lib, distributed, steps
     from hybridjax.train.config import DataConfig, StageConfig, TrainConfig
     from hybridjax.train.loop import initial_state
@@ -36,7 +37,7 @@ PMAP_SCRIPT = textwrap.dedent('''
 
     def batch_of(stage):
         ds = data_lib.build_dataset(cfg, stage, "train", fixture)
-        return data_lib.collate([ds[i] for i in range(4)], data_lib.STAGE_KEYS[stage], 8)
+        return collate([ds[i] for i in range(4)], data_lib.STAGE_KEYS[stage], downsample=8)
 
     def flat(tree):
         return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree_util.tree_leaves(tree)])
@@ -64,7 +65,7 @@ PMAP_SCRIPT = textwrap.dedent('''
         multi = with_tx(initial_state(cfg, stage, 4))
         multi = multi.with_arrays(distributed.replicate(multi.arrays()))
         pm_state, pm_metrics = steps.compile_train_step(stage, 4)(
-            multi, distributed.shard_batch(batch, 4), distributed.replicated_rng(rng, 4))
+            multi, shard_for_devices(batch, 4), distributed.replicated_rng(rng, 4))
         pm_host = distributed.unreplicate(pm_state.arrays())
         replicas_equal = all(np.array_equal(np.asarray(x)[0], np.asarray(x)[d])
                              for x in jax.tree_util.tree_leaves((pm_state.params, pm_state.batch_stats))

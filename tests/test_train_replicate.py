@@ -12,6 +12,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent('''
     import jax, numpy as np
+    from hybridjax.data.batch import shard_for_devices
     from hybridjax.train import distributed
 
     assert jax.local_device_count() == 2, jax.devices()
@@ -21,7 +22,7 @@ SCRIPT = textwrap.dedent('''
     step = jax.pmap(lambda s, b: ({"w": s["w"] * 0.5 + jax.lax.pmean(b.sum(), "batch")}, b.sum()),
                     axis_name="batch", donate_argnums=(0,))
     state = distributed.replicate({"w": np.ones(3, np.float32)})
-    batch = distributed.shard_batch({"ann_input": np.arange(8, dtype=np.float32).reshape(2, 2, 2)}, 2)["ann_input"]
+    batch = shard_for_devices({"ann_input": np.arange(8, dtype=np.float32).reshape(2, 2, 2)}, 2)["ann_input"]
     first_sharding = state["w"].sharding
     for _ in range(3):
         state, _ = step(state, batch)

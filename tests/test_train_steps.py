@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hybridjax import losses
+from hybridjax.data.loader import BatchLoader
 from hybridjax.models import ModelConfig
 from hybridjax.train import data as data_lib
 from hybridjax.train import steps
@@ -28,8 +29,8 @@ def fixture_config(shared_dir, workdir="unused") -> TrainConfig:
 
 def first_batch(config, stage):
     dataset = data_lib.build_dataset(config, stage, "train", config.data_dir)
-    idx = data_lib.batch_indices(len(dataset), 2, config.seed, 0)
-    return data_lib.collate([dataset[int(i)] for i in idx], data_lib.STAGE_KEYS[stage], DOWNSAMPLE)
+    loader = BatchLoader(dataset, 2, fields=data_lib.STAGE_KEYS[stage], seed=config.seed, downsample=DOWNSAMPLE)
+    return loader.batch(0)
 
 
 def leaves_differ(a, b):

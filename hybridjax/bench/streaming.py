@@ -107,7 +107,8 @@ def streaming_latency(cfg: ModelConfig, *, resolution: int = 256, duration_ms: i
 
 def data_throughput(root: str | pathlib.Path, *, batch_size: int = 2, num_workers: int = 2, bin_mode: str = "exact",
                     step_ms: float = 1.0, epochs: int = 2) -> dict:
-    """Windows per second that :class:`hybridjax.data.BatchLoader` delivers from a DHP19 folder (train split).
+    """Windows per second that :class:`hybridjax.data.BatchLoader` (the loader training uses) delivers from a
+    DHP19 folder (train split, every field of the hybrid stage).
 
     Uses :func:`hybridjax.data.measure_throughput` over whole epochs (the fixture has few windows); reports the
     median over ``epochs``.

@@ -36,10 +36,11 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
+from hybridjax.data.batch import pool_pixels
+from hybridjax.data.loader import spread_indices
 from hybridjax.eval import energy as energy_model
 from hybridjax.eval import firing, triangulation
 from hybridjax.eval.macs import hybrid_macs
-from hybridjax.train.data import sum_pool
 from hybridjax.train.steps import predicted_landmarks
 
 log = logging.getLogger(__name__)
@@ -105,11 +106,6 @@ class StepErrors:
                 "mean_headline": self.mean(headline_steps), "count": int(self.counts.sum())}
 
 
-def pool_inputs(x: np.ndarray, factor: int) -> np.ndarray:
-    """Sums ``[..., H, W, C]`` over ``factor x factor`` pixel blocks (the training loader's pooling)."""
-    return sum_pool(x, factor, x.ndim - 3)
-
-
 def dhp19_ann_inputs(dataset) -> Callable[[str, int, Sequence[int]], np.ndarray]:
     """``(recording, camera, ms list) -> [L, 256, 256, 20]`` constant-count ANN inputs ending at each ms.
 
@@ -134,7 +130,7 @@ def dhp19_ann_inputs(dataset) -> Callable[[str, int, Sequence[int]], np.ndarray]
 def _select_items(dataset, max_windows: int | None) -> list[int]:
     """Indices to evaluate: all windows, or ``max_windows`` per camera spread evenly over the split.
 
-    Evenly spread (the training validation's rule, ``hybridjax.train.data.validation_items``) rather than the
+    Evenly spread (the training validation's rule, ``hybridjax.data.loader.spread_indices``) rather than the
     first ones: the first windows of a split all come from one recording's first seconds. Every camera gets
     the same positions in its own window list, so the views of a recording stay paired for triangulation.
     """
@@ -146,16 +142,9 @@ def _select_items(dataset, max_windows: int | None) -> list[int]:
             per_camera.setdefault(camera, []).append(i)
         chosen = []
         for indices in per_camera.values():
-            chosen += [indices[k] for k in _spread(len(indices), max_windows)]
+            chosen += [indices[k] for k in spread_indices(len(indices), max_windows)]
         return sorted(chosen)
-    return _spread(len(dataset), max_windows)
-
-
-def _spread(n: int, count: int) -> list[int]:
-    """``count`` positions spread evenly over ``0 .. n - 1`` (all of them when ``count >= n``)."""
-    if count <= 0 or count >= n:
-        return list(range(n))
-    return sorted({int(k) for k in np.linspace(0, n - 1, count).round()})
+    return spread_indices(len(dataset), max_windows)
 
 
 def _batches(indices: list[int], batch_size: int):
@@ -169,7 +158,7 @@ def _stack_batch(items: list[dict], batch_size: int, downsample: int) -> tuple[d
     padded = items + [items[-1]] * (batch_size - real)
     events = np.stack([it["events"] for it in padded], axis=1)  # [T, B, H, W, 2]
     ann_input = np.stack([it["ann_input"] for it in padded])  # [B, H, W, 20]
-    return {"events": pool_inputs(events, downsample), "ann_input": pool_inputs(ann_input, downsample)}, real
+    return {"events": pool_pixels(events, downsample), "ann_input": pool_pixels(ann_input, downsample)}, real
 
 
 def _label_period_frames(events, label_steps: np.ndarray) -> np.ndarray:
@@ -288,7 +277,7 @@ def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = 
             per_item = [ann_inputs_fn(it["recording"], it["camera"], _every_label_ms(it["window_start_ms"]))
                         for it in items]
             per_item += [per_item[-1]] * (ec.batch_size - real)
-            frames = pool_inputs(np.stack(per_item, axis=1), f)  # [L, B, H, W, 20]
+            frames = pool_pixels(np.stack(per_item, axis=1), f)  # [L, B, H, W, 20]
         return items, batch, real, frames
 
     def _every_label_ms(start: int) -> list[int]:

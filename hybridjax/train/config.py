@@ -51,7 +51,8 @@ class DataConfig:
     max_val_items: int = 0  # validate on at most this many test items (0 = all)
     synthetic_preset: str = "default"  # --dataset synthetic: SyntheticConfig preset (tiny, default, large)
     synthetic_seed: int = 0  # --dataset synthetic: seed of the generated recordings
-    prefetch: int = 2  # batches prepared ahead by a background thread
+    prefetch: int = 2  # batches prepared ahead by the loader's worker threads
+    num_workers: int = 1  # loader threads reading and collating batches (0 = in the training thread)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Devices and processes: multi-host initialisation, replication and batch sharding for ``pmap``.
 
-Data parallelism: every process loads its own ``1 / process_count`` of each global batch, splits it over
-its local devices (:func:`shard_batch`), and the step averages gradients over all devices of all
+Data parallelism: every process loads its own ``1 / process_count`` of each global batch
+(:class:`hybridjax.data.loader.BatchLoader`), splits it over its local devices
+(:func:`hybridjax.data.batch.shard_for_devices`), and the step averages gradients over all devices of all
 processes with ``jax.lax.pmean`` over axis ``'batch'``.
 """
 from __future__ import annotations
@@ -11,55 +12,8 @@ import os
 import jax
 import numpy as np
 
-# Axis of the batch dimension of each batch field (None: shared by the whole batch, replicated).
-BATCH_AXIS = {
-    "events": 1,  # [T, B, H, W, 2]
-    "landmarks": None,  # resolved by rank: [B, J, 2] frames (axis 0) or [T, B, J, 2] sequences (axis 1)
-    "joints_3d": None,  # [B, J, 3] or [T, B, J, 3]
-    "ann_input": 0,  # [B, H, W, 20]
-    "ann_landmarks": 0,  # [B, J, 2] the label of the ANN input
-    "ann_input_next": 0,
-    "step_has_label": None,  # [T], the same for every sample
-}
-_RANK_AXIS = {"landmarks": {3: 0, 4: 1}, "joints_3d": {3: 0, 4: 1}}
-
 # Environment variables that announce a multi-process launch (checked when --distributed is not given).
 _CLUSTER_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS")
-
-
-def batch_axis(name: str, value) -> int | None:
-    """Batch axis of field ``name`` (None: not batched)."""
-    if name not in BATCH_AXIS:
-        raise KeyError(f"batch field {name!r}: unknown batch axis (known: {sorted(BATCH_AXIS)})")
-    if name in _RANK_AXIS:
-        ndim = np.ndim(value)
-        if ndim not in _RANK_AXIS[name]:
-            raise ValueError(f"batch field {name!r}: unexpected rank {ndim} (shape {np.shape(value)})")
-        return _RANK_AXIS[name][ndim]
-    return BATCH_AXIS[name]
-
-
-def shard_batch(batch: dict, num_devices: int) -> dict:
-    """Splits every batched field into ``num_devices`` equal shards along a new leading device axis.
-
-    ``[T, B, ...]`` becomes ``[D, T, B/D, ...]``, ``[B, ...]`` becomes ``[D, B/D, ...]``; unbatched fields
-    (``step_has_label``) are repeated ``D`` times. Raises when B is not a multiple of D.
-    """
-    out = {}
-    for name, value in batch.items():
-        value = np.asarray(value)
-        axis = batch_axis(name, value)
-        if axis is None:
-            out[name] = np.broadcast_to(value, (num_devices,) + value.shape)
-            continue
-        size = value.shape[axis]
-        if size % num_devices:
-            raise ValueError(
-                f"batch field {name!r}: batch size {size} is not divisible by {num_devices} devices"
-            )
-        split = value.reshape(value.shape[:axis] + (num_devices, size // num_devices) + value.shape[axis + 1:])
-        out[name] = np.moveaxis(split, axis, 0)
-    return out
 
 
 def replicate(tree, devices=None, axis_name: str = "batch"):

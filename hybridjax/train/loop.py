@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hybridjax.data.batch import shard_for_devices
+from hybridjax.data.loader import BatchLoader, spread_indices
 from hybridjax.train import data as data_lib
 from hybridjax.train import distributed
 from hybridjax.train.checkpoint import VAL_METRIC, StageCheckpointer
@@ -223,9 +225,13 @@ def evaluate_state(state: TrainState, dataset, config: TrainConfig, stage: str, 
     state = state.replace(settings=dataclasses.replace(state.settings, axis_name=None))
     fn = compile_eval_step(1)
     error, count, per_step_error, per_step_count = 0.0, 0.0, None, None
-    for batch in data_lib.validation_batches(dataset, stage, batch_size, config.data.max_val_items,
-                                             config.data.downsample):
-        out = jax.device_get(fn(state, batch))
+    loader = BatchLoader(dataset, batch_size, fields=data_lib.EVAL_KEYS[stage], shuffle=False,
+                         items=spread_indices(len(dataset), config.data.max_val_items),
+                         downsample=config.data.downsample, num_workers=config.data.num_workers,
+                         prefetch=config.data.prefetch)
+    with loader:
+        outputs = [jax.device_get(fn(state, batch)) for batch in loader]
+    for out in outputs:
         error += float(out["error_sum"])
         count += float(out["count"])
         if "error_sum_per_step" in out:
@@ -239,10 +245,10 @@ def evaluate_state(state: TrainState, dataset, config: TrainConfig, stage: str, 
     return result
 
 
-def _num_steps(config: TrainConfig, stage: str, num_items: int) -> int:
+def _num_steps(config: TrainConfig, stage: str, batches_per_epoch: int) -> int:
     sc = config.stage_config(stage)
     if sc.num_epochs > 0:
-        return sc.num_epochs * data_lib.batches_per_epoch(num_items, sc.batch_size)
+        return sc.num_epochs * batches_per_epoch
     return sc.num_steps
 
 
@@ -279,7 +285,12 @@ def run_stage(config: TrainConfig, stage: str, data_dir: pathlib.Path, *, log=pr
     # re-initialises it every 100 ms); the final report also scores the official 200 ms test windows.
     val_set = data_lib.build_dataset(config, stage, "test", data_dir,
                                      window_ms=None if stage == "ann" else VALIDATION_WINDOW_MS)
-    total = _num_steps(config, stage, len(train_set))
+    batches = BatchLoader(
+        train_set, sc.batch_size, fields=data_lib.STAGE_KEYS[stage], seed=config.seed + STAGE_ORDER.index(stage),
+        downsample=config.data.downsample, num_workers=config.data.num_workers, prefetch=config.data.prefetch,
+        process_index=process_index, process_count=process_count,
+    )
+    total = _num_steps(config, stage, len(batches))
     ckpt = checkpointer_for(config, stage)
     if not config.resume and ckpt.all_steps():
         ckpt.close()
@@ -314,11 +325,6 @@ def run_stage(config: TrainConfig, stage: str, data_dir: pathlib.Path, *, log=pr
     if replicated:
         state = state.with_arrays(distributed.replicate(state.arrays(), jax.local_devices()[:num_devices]))
     base_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 100 + STAGE_ORDER.index(stage))
-    batches = data_lib.TrainBatches(
-        train_set, stage, sc.batch_size, config.seed + STAGE_ORDER.index(stage), start, total,
-        downsample=config.data.downsample, process_index=process_index, process_count=process_count,
-        prefetch=config.data.prefetch,
-    )
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, initial=start, desc=stage, disable=not (config.progress and is_main),
@@ -342,10 +348,10 @@ def run_stage(config: TrainConfig, stage: str, data_dir: pathlib.Path, *, log=pr
 
     try:
         with _StopRequest() as stop:
-            for step, batch in batches:
+            for step, batch in batches.steps(start, total):
                 rng = jax.random.fold_in(base_key, step)
                 if replicated:
-                    batch = distributed.shard_batch(batch, num_devices)
+                    batch = shard_for_devices(batch, num_devices)
                     rng = distributed.replicated_rng(rng, num_devices)
                 state, metrics = step_fn(state, batch, rng)
                 loss = metrics["loss"][0] if replicated else metrics["loss"]

@@ -254,7 +254,7 @@ def compile_train_step(stage: str, num_devices: int):
     """``jax.jit`` (``num_devices == 1``) or ``jax.pmap`` over axis ``'batch'`` of the stage's step.
 
     The state is donated. Under pmap the state must be replicated (leading device axis), the batch
-    sharded (see :func:`hybridjax.train.distributed.shard_batch`) and ``rng`` replicated; the state's
+    sharded (see :func:`hybridjax.data.batch.shard_for_devices`) and ``rng`` replicated; the state's
     settings must carry ``axis_name='batch'``.
     """
     step = TRAIN_STEPS[stage]
