@@ -450,3 +450,32 @@ def test_command_line_entry_point(tmp_path, capsys, monkeypatch):
     assert len(summary["converted"]) == 1
     out = capsys.readouterr().out
     assert "converted 1 recording(s)" in out and "conversion_report.json" in out
+
+
+def test_round_trip_of_the_fixture_recording(tmp_path, shared_dir):
+    """The fixture's h5 recording written back as AEDAT (start special 1 us before its time 0) converts to
+    the same events, 1 us later."""
+    from hybridjax.data.raw_dhp19 import records_from_events_h5
+
+    source = shared_dir / "fixtures" / "dhp19_mini" / "S1_session1_mov1"
+    address_, timestamp = records_from_events_h5(f"{source}_events.h5", offset_us=START)
+    with h5py.File(f"{source}_events_label.h5") as labels:
+        poses = labels["XYZ/3d_poses"][:]
+    stop = START + 1_000_000
+    pairs = np.concatenate([[[APS, 0], [SPECIAL, START - 1], [SPECIAL, START - 1]],
+                            np.stack([address_, timestamp], 1), [[SPECIAL, stop]]]).astype(">u4")
+    path = tmp_path / "raw" / "DVS_movies" / "S1" / "session1" / "mov1.aedat"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(HEADER + pairs.tobytes())
+    write_vicon(tmp_path / "raw" / "Vicon_data" / "S1_1_1.mat", poses)
+    summary = convert_raw_dhp19(tmp_path / "raw", tmp_path / "out", progress=False, options=NONE)
+    assert summary["converted"][0]["duration_ms"] == 1000
+    with h5py.File(f"{source}_events.h5") as original:
+        for channel in range(4):
+            t, x, y, p, ms = read_camera(tmp_path / "out" / "S1_session1_mov1_events.h5", channel)
+            group = original[f"cam{channel}_events"]
+            np.testing.assert_array_equal(t, group["t"][:] + 1)
+            np.testing.assert_array_equal(x, group["x"][:])
+            np.testing.assert_array_equal(y, group["y"][:])
+            np.testing.assert_array_equal(p, group["p"][:])
+            np.testing.assert_array_equal(ms, np.searchsorted(group["t"][:] + 1, 1000 * np.arange(1001)))

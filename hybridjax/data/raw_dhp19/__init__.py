@@ -37,7 +37,15 @@ Steps, as DHP19's code does them (details in the modules):
 Every skipped or modified recording is listed in ``OUT_DIR/conversion_report.json`` with the reason, and
 every converted one with its events per camera before and after each filter.
 """
-from .aedat import AedatStream, classify, decode_addresses, polarity_address, read_aedat2, write_aedat2
+from .aedat import (
+    AedatStream,
+    classify,
+    decode_addresses,
+    polarity_address,
+    read_aedat2,
+    records_from_events_h5,
+    write_aedat2,
+)
 from .convert import (
     JOINT_NAMES,
     REPORT_NAME,
@@ -58,5 +66,5 @@ __all__ = [
     "JOINT_NAMES", "REPORT_NAME", "AedatStream", "ConvertOptions", "RawRecording", "camera_centre",
     "classify", "convert_raw_dhp19", "convert_recording", "copy_camera_matrices", "cut_range", "cut_times",
     "decode_addresses", "find_recordings", "format_summary", "load_vicon", "overflows", "polarity_address",
-    "read_aedat2", "unwrap_timestamps", "write_aedat2",
+    "read_aedat2", "records_from_events_h5", "unwrap_timestamps", "write_aedat2",
 ]

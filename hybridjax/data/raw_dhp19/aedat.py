@@ -103,3 +103,21 @@ def decode_addresses(address: np.ndarray) -> DecodedAddresses:
         y_raw=((address & 0x7FC00000) >> 22).astype(np.int64),
         polarity=((address >> 11) & 1).astype(np.uint8),
     )
+
+
+def records_from_events_h5(events_h5, offset_us: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(address, timestamp)`` polarity records of an official-layout ``*_events.h5`` (the inverse of the
+    conversion, for tests and synthetic raw recordings): the four cameras merged by time (ties in camera
+    order), ``x_raw = 346 - x``, ``y_raw = 260 - y``, ``timestamp = t + offset_us``."""
+    import h5py
+
+    addresses, times = [], []
+    with h5py.File(events_h5, "r") as file:
+        for camera in range(4):
+            group = file[f"cam{camera}_events"]
+            x, y, p, t = (group[k][()].astype(np.int64) for k in "xypt")
+            addresses.append(polarity_address(np.full(t.size, camera), 346 - x, 260 - y, p))
+            times.append(t + offset_us)
+    address, timestamp = np.concatenate(addresses), np.concatenate(times)
+    order = np.argsort(timestamp, kind="stable")
+    return address[order], timestamp[order].astype(np.uint32)
