@@ -19,6 +19,7 @@ import tyro
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from hybridjax.data.errors import DataError  # noqa: E402
 from hybridjax.data.raw_dhp19 import ConvertOptions, convert_raw_dhp19, format_summary  # noqa: E402
 
 
@@ -44,4 +45,8 @@ def main(args: ConvertArgs) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(ConvertArgs))
+    try:
+        main(tyro.cli(ConvertArgs))
+    except DataError as err:  # a wrong path or an unreadable camera matrix: one line, no traceback, exit 2
+        print(f"convert_dhp19.py: error: {err}", file=sys.stderr)
+        sys.exit(2)

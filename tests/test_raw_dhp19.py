@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import pathlib
+import subprocess
 import sys
 
 import h5py
@@ -450,6 +451,10 @@ def test_command_line_entry_point(tmp_path, capsys, monkeypatch):
     assert len(summary["converted"]) == 1
     out = capsys.readouterr().out
     assert "converted 1 recording(s)" in out and "conversion_report.json" in out
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "nowhere"), str(tmp_path / "out2")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith("nowhere: raw DHP19 root is not a folder")
 
 
 def test_round_trip_of_the_fixture_recording(tmp_path, shared_dir):
