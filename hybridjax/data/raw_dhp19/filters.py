@@ -53,18 +53,21 @@ def background_activity_keep(x: np.ndarray, y: np.ndarray, t: np.ndarray, dt: in
 
     The map value event ``i`` at pixel ``p`` reads was written by the latest earlier event (file order) at
     one of the 8 neighbours ``q`` of ``p`` that is not on the border. With the events sorted by
-    (pixel, index) once, the latest event at ``q`` before ``i`` is a binary search; the latest over the 8
-    neighbours gives the time read (0 when there is none). Queries run in blocks of ``chunk`` events.
+    (pixel, index), the latest event at ``q`` before ``i`` is a binary search for (q, i); taken in that
+    sorted order the searches for one neighbour offset are ascending, which keeps them fast. The latest over
+    the 8 neighbours gives the time read (0 when there is none). Searches run in blocks of ``chunk`` events.
     """
     x = np.asarray(x, dtype=np.int64) - 1
     y = np.asarray(y, dtype=np.int64) - 1
     t = np.asarray(t, dtype=np.int64)
     size = t.size
-    keys = np.sort((x * SENSOR_HEIGHT + y) * size + np.arange(size, dtype=np.int64))
+    keys = (x * SENSOR_HEIGHT + y) * size + np.arange(size, dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
     keep = np.empty(size, dtype=bool)
     for begin in range(0, size, chunk):
-        index = np.arange(begin, min(begin + chunk, size), dtype=np.int64)
-        writer = np.full(index.size, -1, dtype=np.int64)  # latest event that wrote this pixel before
+        index = order[begin:begin + chunk]  # events in (pixel, index) order
+        writer = np.full(index.size, -1, dtype=np.int64)  # latest earlier event that wrote this pixel
         for dx, dy in _NEIGHBOURS:
             qx, qy = x[index] + dx, y[index] + dy
             interior = (qx > 0) & (qx < IMAGE_WIDTH - 1) & (qy > 0) & (qy < SENSOR_HEIGHT - 1)
