@@ -7,9 +7,13 @@ physical meaning (the same leak over any 10 ms) and ``step_ms=10`` reproduces th
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from hybridjax.snn.lif import LIFParams, per_step_retention, tau_in_steps
 from hybridjax.snn.surrogate import DEFAULT_ALPHA, SURROGATE_GRADS
+
+# ModelConfig.hybrid_variant values: the full hybrid, output initialisation only, state initialisation only.
+HYBRID_VARIANTS = ("full", "output_init", "state_init")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +52,10 @@ class ModelConfig:
     # statistics of the global batch); None = per device. Set only at trace time inside a pmapped training
     # step (hybridjax.train.steps), never in saved configurations, which stay device-count independent.
     batch_norm_axis_name: str | None = None
+    # What the ANN hands the hybrid's SNN (the paper's ablation, SPEC section 5): "full" = the membranes and the
+    # output (the hybrid, D); "output_init" = only the output (SNN deltas on the ANN heatmap, membranes from 0,
+    # B, no state initialisers run); "state_init" = only the membranes (output integration from 0, C)
+    hybrid_variant: Literal["full", "output_init", "state_init"] = "full"
 
     def __post_init__(self):
         if len(self.ann_widths) != 6:
@@ -66,8 +74,21 @@ class ModelConfig:
                                                       or not self.batch_norm_axis_name):
             raise ValueError("ModelConfig.batch_norm_axis_name must be a non-empty axis name or None, got "
                              f"{self.batch_norm_axis_name!r}")
+        if self.hybrid_variant not in HYBRID_VARIANTS:
+            raise ValueError(f"ModelConfig.hybrid_variant must be one of {HYBRID_VARIANTS}, "
+                             f"got {self.hybrid_variant!r}")
         if not 0.0 <= self.output_decay_at_10ms <= 1.0:
             raise ValueError(f"ModelConfig.output_decay_at_10ms must be in [0, 1], got {self.output_decay_at_10ms}")
+
+    @property
+    def initialises_state(self) -> bool:
+        """Whether the hybrid's membranes start from the state initialisers (else from 0)."""
+        return self.hybrid_variant in ("full", "state_init")
+
+    @property
+    def initialises_output(self) -> bool:
+        """Whether the hybrid's output integration starts from the ANN heatmap (else from 0)."""
+        return self.hybrid_variant in ("full", "output_init")
 
     # ---- derived, per configured step -------------------------------------------------------------
     def lif(self, *, pure_snn: bool = False) -> LIFParams:

@@ -149,16 +149,35 @@ class HybridModel(nn.Module):
         return self._initial_states(feats, ann_input.shape[1], ann_input.shape[2], train)
 
     def ann_init(self, ann_input, train: bool = False) -> tuple[dict, jax.Array]:
-        """``(v_init, ann_heatmap)``: what the ANN hands to the SNN at a (re-)initialisation."""
+        """``(membranes, output)`` the SNN starts from at a (re-)initialisation.
+
+        The full hybrid: ``(v_init, ann_heatmap)``; ``output_init``: zero membranes (no initialiser runs);
+        ``state_init``: a zero output (:attr:`ModelConfig.hybrid_variant`).
+        """
         heat, feats = self._ann(ann_input)
-        return self._initial_states(feats, ann_input.shape[1], ann_input.shape[2], train), heat
+        v_init = self._variant_states(feats, ann_input.shape, train)
+        return self._snn_start(v_init, heat, ann_input.shape, heat.dtype)
+
+    def _variant_states(self, features, input_shape, train) -> dict | None:
+        """The initialisers' ``v_init`` when the variant initialises the membranes, else None."""
+        if not self.config.initialises_state:
+            return None
+        return self._initial_states(features, input_shape[1], input_shape[2], train)
+
+    def _snn_start(self, v_init, heat, input_shape, dtype) -> tuple[dict, jax.Array]:
+        """``(v0, out0)``: ``v_init`` or zero membranes, the ANN heatmap or a zero output, by variant."""
+        b, h, w = input_shape[:3]
+        v0 = v_init if v_init is not None else zero_state(self.config, b, h, w, dtype)
+        out0 = heat.astype(dtype) if self.config.initialises_output else jnp.zeros_like(heat, dtype=dtype)
+        return v0, out0
 
     def __call__(self, ann_input, events, train: bool = False, init_mode: str = "ann",
                  record_membranes: bool = False) -> ModelOutput:
         """Runs the ANN once and the SNN over every step of ``events [T, B, H, W, 2]``.
 
-        init_mode: ``"ann"`` (the hybrid) or ``"zeros"`` (the same SNN from zero membranes and a zero output:
-        the "SNN alone" baseline).
+        init_mode: ``"ann"`` (the hybrid: the ANN initialises what ``config.hybrid_variant`` says, the
+        membranes and/or the output) or ``"zeros"`` (the same SNN from zero membranes and a zero output: the
+        "SNN alone" baseline). ``v_init`` in the output is None when the variant has no state initialisation.
         """
         cfg = self.config
         layout.check_sequence(events, "events", cfg.snn_in_channels)
@@ -167,9 +186,9 @@ class HybridModel(nn.Module):
             raise ValueError(f"ann_input {tuple(ann_input.shape)} and events {tuple(events.shape)} disagree "
                              "on batch or resolution")
         heat, feats = self._ann(ann_input)
-        v_init = self._initial_states(feats, h, w, train)
+        v_init = self._variant_states(feats, ann_input.shape, train)
         if init_mode == "ann":
-            v0, out0 = v_init, jax.lax.stop_gradient(heat).astype(events.dtype)
+            v0, out0 = self._snn_start(v_init, jax.lax.stop_gradient(heat), ann_input.shape, events.dtype)
         elif init_mode == "zeros":
             v0, out0 = zero_state(cfg, b, h, w, events.dtype), jnp.zeros_like(heat, dtype=events.dtype)
         else:

@@ -14,8 +14,9 @@ Losses (SPEC section 3), with targets built on device from the landmarks by :mod
   label (every step for 10 ms bins, every tenth for 1 ms steps).
 * hybrid: ``L = 0.95 * L_out + 0.05 * L_mp`` with ``L_out`` as for the SNN and
   ``L_mp = mean_l MSE(v_init_l(ann_input_next), v_last_l)`` over the 9 LIF layers; the initialisers run on
-  the next window's ANN input in train mode and the target is not detached. The ANN is frozen (outside
-  the optimiser, see :class:`~hybridjax.train.state.TrainState`).
+  the next window's ANN input in train mode and the target is not detached. The ``output_init`` variant
+  (:attr:`~hybridjax.models.ModelConfig.hybrid_variant`) has no state initialisers and no ``L_mp``. The
+  ANN is frozen (outside the optimiser, see :class:`~hybridjax.train.state.TrainState`).
 
 With ``settings.axis_name`` set (under ``pmap``) the gradients and the metrics are averaged over that axis
 with ``jax.lax.pmean``; shards have equal size, so the mean of the shard means is the mean over the global
@@ -187,6 +188,11 @@ def hybrid_train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[
             variables, batch["ann_input"], events, train=True, mutable=["batch_stats"],
             rngs={"dropout": rng},
         )
+        if not model.config.initialises_state:
+            # output_init (ablation B): no state initialisers, hence no L_mp; the loss is the output term.
+            out_loss = losses.sequence_loss(out.heatmaps, targets, mask)
+            return settings.output_loss_weight * out_loss, (out, updated["batch_stats"], out_loss,
+                                                            jnp.zeros_like(out_loss))
         # The L_mp target: initial membranes from the next window's ANN input, in train mode (the
         # initialisers' BatchNorms see that batch too), gradient kept (official: not detached).
         variables_next = dict(variables, batch_stats=updated["batch_stats"])
