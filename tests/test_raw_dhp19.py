@@ -276,6 +276,21 @@ def test_timestamp_overflow_cut_there_or_unwrapped(tmp_path):
     assert "unwrapped" in more["modified"][0]["notes"][0]
 
 
+def test_out_of_order_event_before_the_start_is_dropped_and_noted(tmp_path):
+    # The index range starts at the first event after the start; a later record that is earlier in time
+    # falls inside the range (DHP19 keeps it) but would get t < 0.
+    polarity = [(0, 1, 1, 1, START + 10), (1, 2, 2, 0, START - 5), (1, 3, 3, 1, START + 20)]
+    add_recording(tmp_path / "raw", (1, 1, 1), regular_records(polarity, (START, START, STOP)))
+    summary = convert_raw_dhp19(tmp_path / "raw", tmp_path / "out", progress=False, options=NONE)
+    entry = summary["converted"][0]
+    assert entry["dropped_before_start"] == 1 and entry["events_per_channel"] == [1, 1, 0, 0]
+    assert summary["modified"][0]["notes"] == [
+        "1 event(s) inside the cut but before its start in time (out of file order) dropped"]
+    t, x, *_ = read_camera(tmp_path / "out" / "S1_session1_mov1_events.h5", 1)
+    np.testing.assert_array_equal(t, [20])
+    np.testing.assert_array_equal(x, [343])
+
+
 def test_timestamps_wrapping_around_are_unwrapped():
     raw = np.array([4_294_967_000, 4_294_967_290, 5, 100, 80], dtype=np.uint32)
     np.testing.assert_array_equal(unwrap_timestamps(raw),

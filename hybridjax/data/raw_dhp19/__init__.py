@@ -31,8 +31,8 @@ Steps, as DHP19's code does them (details in the modules):
    event with ``t >= 1000 k`` for ``k = 0 .. floor((stop - start) / 1000)``; labels ``XYZ/3d_poses``
    (T, 3, 13) float64 in the official joint order and ``XYZ/timestamps = 10000 i`` (label i at 10 i ms after
    the start, as DHP19 assigns labels: ``floor((t - start) / 10 ms) + 1``, 1-based). An event inside the
-   index range but earlier than the start (out of file order) cannot be placed at ``t >= 0`` and is dropped
-   and counted.
+   index range but earlier than the start (out of file order) cannot be placed at ``t >= 0``; it is dropped,
+   counted and noted.
 
 Every skipped or modified recording is listed in ``OUT_DIR/conversion_report.json`` with the reason, and
 every converted one with its events per camera before and after each filter.

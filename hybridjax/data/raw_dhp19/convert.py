@@ -123,6 +123,35 @@ def convert_recording(recording: RawRecording, out_dir, options: ConvertOptions 
         raise DataError(path, f"missing labels: no Vicon file S{recording.subject}_{recording.session}_"
                               f"{recording.movement}.mat under the raw root")
     poses = load_vicon(recording.label_path)
+    address, t_raw, cut = _read_and_cut(path, poses.shape[0], options)
+    fields = decode_addresses(address)
+    in_range = (fields.camera < filters.NUM_CAMERAS) & (fields.x_raw < SENSOR_WIDTH) & (fields.y_raw < SENSOR_HEIGHT)
+    camera, x_raw, y_raw = fields.camera[in_range], fields.x_raw[in_range], fields.y_raw[in_range]
+    polarity, t_raw = fields.polarity[in_range], t_raw[in_range]
+    if options.filter == "dhp19":
+        keep, removed = filters.dhp19_filters(
+            camera, filters.side_by_side_x(camera, x_raw), SENSOR_HEIGHT - y_raw, t_raw)
+    else:
+        keep, removed = np.ones(t_raw.size, dtype=bool), {}
+    t = t_raw - cut["start_us"]
+    before_start = keep & (t < 0)  # out of file order inside the index range: not representable at t >= 0
+    keep &= ~before_start
+    if before_start.any():
+        cut["notes"].append(f"{int(before_start.sum())} event(s) inside the cut but before its start in time "
+                            "(out of file order) dropped")
+    duration_ms = (cut["stop_us"] - cut["start_us"]) // 1000
+    counts = _write_recording(out_dir, recording.name, camera[keep], SENSOR_WIDTH - x_raw[keep],
+                              SENSOR_HEIGHT - y_raw[keep], polarity[keep], t[keep], duration_ms, poses)
+    return {
+        "name": recording.name, **cut, "duration_ms": int(duration_ms), "labels": int(poses.shape[0]),
+        "events_in_cut_per_channel": np.bincount(camera, minlength=filters.NUM_CAMERAS).tolist(),
+        "removed_per_channel": removed, "events_per_channel": counts,
+        "dropped_out_of_range": int((~in_range).sum()), "dropped_before_start": int(before_start.sum()),
+    }
+
+
+def _read_and_cut(path, num_labels: int, options: ConvertOptions) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The polarity addresses and raw times of the cut, and ``{"rule", "notes", "start_us", "stop_us"}``."""
     stream = read_aedat2(path)
     notes = []
     if stream.trailing_bytes:
@@ -132,42 +161,17 @@ def convert_recording(recording: RawRecording, out_dir, options: ConvertOptions 
     is_polarity, is_special = classify(address)
     if not is_polarity.any():
         raise DataError(path, "no polarity events")
-    wrapped = overflows(raw_ts[is_polarity])
-    ts = unwrap_timestamps(raw_ts) if options.overflow == "unwrap" else raw_ts.astype(np.int64)
-    events, address = ts[is_polarity], address[is_polarity]
-    if wrapped:
+    if overflows(raw_ts[is_polarity]):
         notes.append("timestamp overflow: events unwrapped and kept past it (--overflow unwrap)"
                      if options.overflow == "unwrap" else
                      "timestamp overflow: events kept only up to it, as DHP19 (--overflow unwrap keeps more)")
-    start, stop, rule, cut_notes = cut_times(ts[is_special], events, poses.shape[0],
+    ts = unwrap_timestamps(raw_ts) if options.overflow == "unwrap" else raw_ts.astype(np.int64)
+    events = ts[is_polarity]
+    start, stop, rule, cut_notes = cut_times(ts[is_special], events, num_labels,
                                              clip_uint32=options.overflow == "cut", path=path)
-    notes.extend(cut_notes)
     first, last = cut_range(events, start, stop, path)
-    address, t_raw = address[first:last + 1], events[first:last + 1]
-
-    fields = decode_addresses(address)
-    in_range = (fields.camera < filters.NUM_CAMERAS) & (fields.x_raw < SENSOR_WIDTH) & (fields.y_raw < SENSOR_HEIGHT)
-    camera, x_raw, y_raw = fields.camera[in_range], fields.x_raw[in_range], fields.y_raw[in_range]
-    polarity, t_raw = fields.polarity[in_range], t_raw[in_range]
-    in_cut = np.bincount(camera, minlength=filters.NUM_CAMERAS).tolist()
-    if options.filter == "dhp19":
-        keep, removed = filters.dhp19_filters(
-            camera, filters.side_by_side_x(camera, x_raw), SENSOR_HEIGHT - y_raw, t_raw)
-    else:
-        keep, removed = np.ones(t_raw.size, dtype=bool), {}
-    t = t_raw - start
-    before_start = keep & (t < 0)  # out of file order inside the index range: not representable at t >= 0
-    keep &= ~before_start
-    duration_ms = (stop - start) // 1000
-    counts = _write_recording(out_dir, recording.name, camera[keep], SENSOR_WIDTH - x_raw[keep],
-                              SENSOR_HEIGHT - y_raw[keep], polarity[keep], t[keep], duration_ms, poses)
-    return {
-        "name": recording.name, "rule": rule, "notes": notes, "start_us": int(start), "stop_us": int(stop),
-        "duration_ms": int(duration_ms), "labels": int(poses.shape[0]),
-        "events_in_cut_per_channel": in_cut, "removed_per_channel": removed,
-        "events_per_channel": counts, "dropped_out_of_range": int((~in_range).sum()),
-        "dropped_before_start": int(before_start.sum()),
-    }
+    cut = {"rule": rule, "notes": notes + cut_notes, "start_us": int(start), "stop_us": int(stop)}
+    return address[is_polarity][first:last + 1], events[first:last + 1], cut
 
 
 def _write_recording(out_dir, name, camera, x, y, polarity, t, duration_ms, poses) -> list[int]:
