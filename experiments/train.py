@@ -17,7 +17,7 @@ import tyro
 
 from hybridjax.train.config import TrainConfig, preset_choices
 from hybridjax.train.loop import MissingCheckpointError, NonFiniteLossError, TrainingInterrupted, train
-from hybridjax.train.report import EvaluateArgs, run_evaluation
+from hybridjax.workflow import EvaluateArgs, run_evaluation
 
 
 def main(config: TrainConfig) -> int:

@@ -13,6 +13,17 @@ def argmax_landmarks(heatmaps: jax.Array) -> jax.Array:
     return jnp.stack([idx % w, idx // w], axis=-1).astype(jnp.float32)
 
 
+def predicted_landmarks(heatmaps: jax.Array, downsample: int = 1) -> jax.Array:
+    """Arg-max (u, v) of ``[..., H, W, J]`` heatmaps in full-resolution pixels (centre of a pooled cell).
+
+    ``downsample``: the factor the inputs were sum-pooled by; cell ``k`` covers pixels ``f k .. f k + f - 1``.
+    """
+    uv = argmax_landmarks(heatmaps)
+    if downsample == 1:
+        return uv
+    return uv * downsample + (downsample - 1) / 2.0
+
+
 def joint_errors(pred_uv: jax.Array, true_uv: jax.Array) -> jax.Array:
     """Euclidean error per joint ``[..., J]``; NaN where the true joint is missing."""
     return jnp.sqrt(jnp.sum(jnp.square(pred_uv - true_uv), axis=-1))

@@ -6,7 +6,9 @@ import pytest
 from hybridjax import metrics
 from hybridjax.data.batch import pool_pixels as pool_inputs
 from hybridjax.eval import firing
-from hybridjax.eval.evaluate import EvalConfig, dhp19_ann_inputs, evaluate
+from hybridjax.eval.evaluate import EvalConfig, evaluate
+from hybridjax.eval.predict import Predictors
+from hybridjax.eval.protocol import CalibratedWindowDataset, WindowDataset
 from hybridjax.eval.report import write_report
 from hybridjax.models import HybridModel, ModelConfig
 
@@ -51,31 +53,75 @@ def tiny_model(fixture_dataset):
     return cfg, _numpy_variables(HybridModel(cfg), ann_input, events, seed=3)
 
 
-def test_default_ann_inputs_match_the_items(fixture_dataset):
+def test_the_datasets_meet_the_protocol(fixture_dataset):
+    from hybridjax.data import EventH36MDataset
+
+    assert isinstance(fixture_dataset, CalibratedWindowDataset)
     item = fixture_dataset[1]
-    build = dhp19_ann_inputs(fixture_dataset)
-    frames = build(item["recording"], item["camera"], [item["window_start_ms"]])
-    np.testing.assert_array_equal(frames[0], item["ann_input"])
+    frame = fixture_dataset.ann_input_at(item["recording"], item["camera"], item["window_start_ms"])
+    np.testing.assert_array_equal(frame, item["ann_input"])
+    start = item["window_start_ms"]
+    assert fixture_dataset.label_times_ms(start) == [start + 10 * (k + 1) for k in range(20)]
+    assert fixture_dataset.window_step_ms == 100 and fixture_dataset.has_3d_labels
+    members = [name for name in dir(WindowDataset) if not name.startswith("_") or name in ("__len__",)]
+    assert all(hasattr(EventH36MDataset, name) or name in ("window_ms", "cameras") for name in members)
+    with pytest.raises(TypeError, match="missing window_ms, window_step_ms"):
+        evaluate(Predictors.from_variables(ModelConfig.preset("tiny_10ms"), {"params": {"ann": {}}}), [1, 2])
+
+
+def test_evaluation_imports_nothing_from_training():
+    import pathlib
+    import re
+    import subprocess
+    import sys
+
+    sources = pathlib.Path(__file__).resolve().parents[1] / "hybridjax" / "eval"
+    importing = re.compile(r"^\s*(from|import) hybridjax\.train", re.MULTILINE)
+    assert not [p.name for p in sources.glob("*.py") if importing.search(p.read_text())]
+    code = ("import sys, hybridjax.eval, hybridjax.eval.report; "
+            "print([m for m in sys.modules if 'hybridjax.train' in m])")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+
+
+class _OwnInputsAtEveryLabel:
+    """The fixture dataset, except that the ANN input at every label time is the window's own input: the
+    "ANN every label" predictions must then equal the "ANN held" ones exactly."""
+
+    def __init__(self, dataset):
+        self.dataset, self.calls = dataset, []
+
+    def __getattr__(self, name):
+        return getattr(self.dataset, name)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return self.dataset[i]
+
+    def label_times_ms(self, start):
+        # evaluate asks for a window's label times, then for the inputs at them (one loader thread)
+        self.start = start
+        times = self.dataset.label_times_ms(start)
+        self.calls.append(times)
+        return times
+
+    def ann_input_at(self, recording, camera, ms):
+        assert self.start < ms <= self.start + 200
+        for i, (c, r, _) in enumerate(self.dataset.index()):
+            item = self.dataset[i] if (c, r) == (camera, recording) else None
+            if item is not None and item["window_start_ms"] == self.start:
+                return item["ann_input"]
+        raise AssertionError(f"no window of {recording} camera {camera} starts at {self.start} ms")
 
 
 def test_evaluate_end_to_end(fixture_dataset, tiny_model, tmp_path):
     cfg, variables = tiny_model
-    calls = []
-
-    def own_ann_input(recording, camera, ms_list):
-        # Stand-in for the every-label ANN inputs: the window's own input at every label time, so the
-        # "ANN every label" predictions must equal the "ANN held" ones exactly.
-        calls.append(list(ms_list))
-        start = ms_list[0] - 10
-        index = [i for i, (c, r, _) in enumerate(fixture_dataset.index()) if c == camera and r == recording]
-        for i in index:
-            item = fixture_dataset[i]
-            if item["window_start_ms"] == start:
-                return np.stack([item["ann_input"]] * len(ms_list))
-        raise AssertionError(f"no window of {recording} camera {camera} starts at {start} ms")
-
+    dataset = _OwnInputsAtEveryLabel(fixture_dataset)
     ec = EvalConfig(batch_size=3, max_windows=1, downsample=POOL, keep_samples=1)  # 2 windows, padded to 3
-    result = evaluate(variables, cfg, fixture_dataset, ec, ann_inputs_fn=own_ann_input)
+    result = evaluate(Predictors.from_variables(cfg, variables, POOL), dataset, ec)
+    calls = dataset.calls
 
     setup = result["setup"]
     assert setup["num_windows"] == 2 and setup["num_steps"] == 20 and setup["headline_steps"] == 10
@@ -127,8 +173,8 @@ def test_evaluate_full_resolution_with_real_every_label_inputs_and_a_pure_snn(fi
     item = fixture_dataset[0]
     variables = _numpy_variables(HybridModel(cfg), item["ann_input"][None], item["events"][:, None])
     snn_variables = _numpy_variables(SNNModel(cfg), item["events"][:, None], seed=5)
-    result = evaluate(variables, cfg, fixture_dataset, EvalConfig(batch_size=2, max_windows=1),
-                      snn_variables=snn_variables)
+    result = evaluate(Predictors.from_variables(cfg, variables, snn_variables=snn_variables), fixture_dataset,
+                      EvalConfig(batch_size=2, max_windows=1))
     assert result["macs"]["height"] == 256
     assert result["setup"]["models"] == ["hybrid", "ann_every_label", "ann_held", "snn_alone", "snn_trained"]
     for model in result["setup"]["models"]:

@@ -9,6 +9,7 @@ import pytest
 
 from hybridjax import losses
 from hybridjax.data.loader import BatchLoader
+from hybridjax.metrics import predicted_landmarks
 from hybridjax.models import ModelConfig
 from hybridjax.train import data as data_lib
 from hybridjax.train import steps
@@ -98,7 +99,7 @@ def test_targets_and_errors_on_the_pooled_grid():
     assert targets.shape == (1, 32, 32, 2)
     # floor(100 / 8) = 12 (column), floor(140 / 8) = 17 (row); the missing joint has an all-zero map.
     assert float(targets[0, 17, 12, 0]) == 1.0 and float(jnp.max(targets[..., 1])) == 0.0
-    pred = steps.predicted_landmarks(targets, downsample=8)
+    pred = predicted_landmarks(targets, downsample=8)
     np.testing.assert_allclose(np.asarray(pred[0, 0]), [12 * 8 + 3.5, 17 * 8 + 3.5])
     total, count = steps.error_sum_and_count(pred, landmarks)
     assert float(count) == 1.0

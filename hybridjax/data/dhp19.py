@@ -282,9 +282,6 @@ def _discover(root: pathlib.Path) -> list[pathlib.Path]:
 class _DHP19Base:
     """Shared by the window and frame datasets: discovery, split, validation, file access, projection."""
 
-    time_major_keys: tuple[str, ...] = ()
-    shared_keys: tuple[str, ...] = ()
-
     def __init__(self, root, split: str, p_matrix_dir, cameras, test_subject_min, subjects, exclude, validate,
                  max_open_files):
         if split not in ("train", "test"):
@@ -390,9 +387,6 @@ class DHP19Dataset(_DHP19Base):
     [T] bool, ``joints_3d`` [T, J, 3] float32 mm, ``ann_landmarks`` [J, 2], ``window_start_ms``, ``camera``,
     ``window_index`` ints, ``recording`` str. Items are ordered camera-major, then recording, then window.
     """
-
-    time_major_keys = ("events", "landmarks", "joints_3d")
-    shared_keys = ("step_has_label",)
 
     def __init__(self, root, split: str = "train", p_matrix_dir=None, config: DHP19Config | None = None,
                  **overrides):
@@ -529,6 +523,29 @@ class DHP19Dataset(_DHP19Base):
             for camera, recording in self._blocks
             for w in range(self._windows[recording.name, camera][1])
         ]
+
+    # -- what evaluation asks of a window dataset (hybridjax.eval.protocol.CalibratedWindowDataset) ----
+    has_3d_labels = True  # joints_3d and the camera calibration are there: 3-D MPJPE is defined
+
+    @property
+    def window_step_ms(self) -> int:
+        """ms between the starts of consecutive windows."""
+        return self.config.window_step_ms
+
+    def label_times_ms(self, window_start_ms: int) -> list[int]:
+        """Label times (ms) of the window's labelled steps: the k-th label slot ends at ``s + 10 (k + 1)``.
+
+        The ANN of the every-label baseline sees the 7500 events ending there (the official ANN pairing of
+        a frame ending at ``m`` ms with label ``m / 10 - 1``).
+        """
+        count = int(np.count_nonzero(self.step_has_label))
+        return [int(window_start_ms) + LABEL_PERIOD_MS * (k + 1) for k in range(count)]
+
+    def ann_input_at(self, recording: str, camera: int, ms: int) -> np.ndarray:
+        """ANN input [256, 256, 20] of the 7500 events of ``camera`` ending at ``ms`` of ``recording``."""
+        if recording not in self._by_name:
+            raise KeyError(f"recording {recording!r} is not in the {self.split} split")
+        return self._ann_frame(self._by_name[recording], camera, int(ms), f"ANN input at {ms} ms")
 
     def __getitem__(self, i: int) -> dict:
         if i < 0:

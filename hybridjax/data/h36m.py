@@ -138,9 +138,6 @@ class EventH36MDataset:
     ``window_index``, ``recording`` (``subject/action.camcode``). Order: sequences sorted by name, then windows.
     """
 
-    time_major_keys = ("events", "landmarks", "joints_3d")
-    shared_keys = ("step_has_label",)
-
     def __init__(self, root, split: str = "train", config: EventH36MConfig | None = None, **overrides):
         config = dataclasses.replace(config or EventH36MConfig(), **overrides)
         if split not in ("train", "test"):
@@ -236,7 +233,7 @@ class EventH36MDataset:
     def recording_names(self) -> list[str]:
         return [s.name for s in self.sequences]
 
-    # ---- what hybridjax.eval.evaluate asks of a window dataset
+    # ---- what evaluation asks of a window dataset (hybridjax.eval.protocol.WindowDataset)
 
     has_3d_labels = False  # joints_3d is all NaN and there is no camera calibration: no 3-D MPJPE
 
@@ -244,6 +241,11 @@ class EventH36MDataset:
     def window_ms(self) -> int:
         """Length of a window in ms."""
         return self.config.window_ms
+
+    @property
+    def window_step_ms(self) -> int:
+        """ms between the starts of consecutive windows."""
+        return self.config.window_step_ms
 
     @property
     def cameras(self) -> tuple[int, ...]:

@@ -1,39 +1,20 @@
-"""Evaluation: triangulation, MAC counting, energy model, firing rates, the evaluation loop and its report.
+"""Evaluation: the evaluation loop, triangulation, MAC counting, the energy model, firing rates, the report.
 
-Modules: :mod:`~hybridjax.eval.triangulation` (3-D from two cameras), :mod:`~hybridjax.eval.macs` (MACs from
-a jaxpr), :mod:`~hybridjax.eval.energy` (the paper's energy model and presets), :mod:`~hybridjax.eval.firing`
-(firing rates), :mod:`~hybridjax.eval.evaluate` (:func:`evaluate`), :mod:`~hybridjax.eval.report` and
-:mod:`~hybridjax.eval.plots` (writers). The names below resolve lazily (PEP 562) so that importing the
-package does not import JAX models or matplotlib until they are used.
+Modules: :mod:`~hybridjax.eval.evaluate` (:func:`evaluate`: accumulators and summary),
+:mod:`~hybridjax.eval.predict` (the jitted predict functions it calls), :mod:`~hybridjax.eval.protocol` (what
+it asks of a dataset), :mod:`~hybridjax.eval.triangulation` (3-D from two cameras), :mod:`~hybridjax.eval.macs`
+(MACs from a jaxpr), :mod:`~hybridjax.eval.energy` (the paper's energy model and presets),
+:mod:`~hybridjax.eval.firing` (firing rates), :mod:`~hybridjax.eval.report` and :mod:`~hybridjax.eval.plots`
+(writers; they import matplotlib, so they are not imported here). Nothing here imports :mod:`hybridjax.train`.
 """
-from __future__ import annotations
+from hybridjax.eval.energy import ENERGY_PRESETS, EnergyPreset, hybrid_power
+from hybridjax.eval.evaluate import EvalConfig, evaluate
+from hybridjax.eval.macs import count_macs, hybrid_macs
+from hybridjax.eval.predict import Predictors
+from hybridjax.eval.protocol import CalibratedWindowDataset, WindowDataset
+from hybridjax.eval.triangulation import mpjpe_3d, triangulate
 
-import importlib
-
-_EXPORTS = {
-    "EvalConfig": "evaluate",
-    "evaluate": "evaluate",
-    "write_report": "report",
-    "markdown_report": "report",
-    "count_macs": "macs",
-    "hybrid_macs": "macs",
-    "triangulate": "triangulation",
-    "mpjpe_3d": "triangulation",
-    "EnergyPreset": "energy",
-    "ENERGY_PRESETS": "energy",
-    "hybrid_power": "energy",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'hybridjax.eval' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__all__ = [
+    "ENERGY_PRESETS", "CalibratedWindowDataset", "EnergyPreset", "EvalConfig", "Predictors", "WindowDataset",
+    "count_macs", "evaluate", "hybrid_macs", "hybrid_power", "mpjpe_3d", "triangulate",
+]

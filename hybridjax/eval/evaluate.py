@@ -3,23 +3,26 @@
 :func:`evaluate` runs, on every window of the dataset (batched, jitted):
 
 * ``hybrid``: the hybrid ANN-SNN (ANN at the window start, SNN every step);
-* ``ann_every_label``: the ANN alone run at every label time: for the k-th labelled step (label time
-  ``s + 10 k`` ms in a window starting at ``s``) the constant-count input of the 7500 events ending at
-  ``s + 10 (k + 1)`` ms, i.e. the end of that label's 10 ms slot (the official ANN convention: a frame ending
-  at ``m`` ms is scored against label ``m / 10 - 1``). A dataset with ``label_times_ms(window_start)``
-  (Event-Human3.6M: labels at ``s + 20 (k + 1)`` ms) gets inputs ending at those times instead (its official
-  pairing of a frame ending at ``m`` with the label at ``m``). This is the "ANN at the output rate" baseline;
+* ``ann_every_label``: the ANN alone run at every label time: for the k-th labelled step the constant-count
+  input of the 7500 events ending at the dataset's ``label_times_ms(s)[k]`` (DHP19: ``s + 10 (k + 1)`` ms,
+  the end of that label's 10 ms slot, the official ANN convention of a frame ending at ``m`` ms scored
+  against label ``m / 10 - 1``; Event-Human3.6M: ``s + 20 (k + 1)`` ms, its official pairing of a frame
+  ending at ``m`` with the label at ``m``). This is the "ANN at the output rate" baseline;
 * ``ann_held``: the ANN's prediction at the window start held for every step;
 * ``snn_alone``: the hybrid's SNN from zero membranes and a zero output (``init_mode="zeros"``);
 * ``snn_trained`` (optional): a separately trained pure SNN (``SNNModel``) when its variables are given.
 
 Errors are 2-D MPJPE in pixels of the 256 crop per step (NaN-aware: mean over valid joints of all windows),
 per camera; 3-D MPJPE in mm from two cameras (``EvalConfig.cameras_3d``) triangulated per window when the
-dataset holds both views of it and has 3-D labels (``has_3d_labels``, default True; otherwise the result
-says why there is no 3-D MPJPE in ``setup["mpjpe_3d_note"]``). Firing rates per LIF layer and step come
+dataset holds both views of it and has 3-D labels (``has_3d_labels``; otherwise the result says why there
+is no 3-D MPJPE in ``setup["mpjpe_3d_note"]``). Firing rates per LIF layer and step come
 from the models' spike counts.
 Energy and power follow :mod:`hybridjax.eval.energy` with MACs counted from the model
 (:func:`hybridjax.eval.macs.hybrid_macs`).
+
+The work is split in three: the jitted predict functions (:class:`hybridjax.eval.predict.Predictors`,
+:func:`predict_batch`), the accumulators (:class:`Accumulators`) and :func:`summarise`. Datasets are read only
+through :class:`hybridjax.eval.protocol.WindowDataset`, batches through the one loader.
 
 The headline averages (``mean_headline``) cover the first ``headline_ms`` of each window (default: one ANN
 period, ``window_step_ms`` = 100 ms, the paper's "hybrid at 100 Hz with the ANN every 100 ms"); ``mean``
@@ -27,21 +30,19 @@ covers every labelled step of the window.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
 
-from hybridjax.data.batch import pool_pixels
-from hybridjax.data.loader import spread_indices
+from hybridjax.data.loader import BatchLoader, spread_indices
 from hybridjax.eval import energy as energy_model
 from hybridjax.eval import firing, triangulation
 from hybridjax.eval.macs import hybrid_macs
-from hybridjax.train.steps import predicted_landmarks
+from hybridjax.eval.predict import Predictors
+from hybridjax.eval.protocol import CalibratedWindowDataset, WindowDataset
 
 log = logging.getLogger(__name__)
 
@@ -106,28 +107,7 @@ class StepErrors:
                 "mean_headline": self.mean(headline_steps), "count": int(self.counts.sum())}
 
 
-def dhp19_ann_inputs(dataset) -> Callable[[str, int, Sequence[int]], np.ndarray]:
-    """``(recording, camera, ms list) -> [L, 256, 256, 20]`` constant-count ANN inputs ending at each ms.
-
-    Uses the dataset's public ``ann_input_at(recording, camera, ms)`` when it has one, otherwise the
-    DHP19 dataset's frame builder (the same function that builds ``item["ann_input"]``).
-    """
-    public = getattr(dataset, "ann_input_at", None)
-    if public is not None:
-        return lambda recording, camera, ms_list: np.stack([public(recording, camera, ms) for ms in ms_list])
-    if not (hasattr(dataset, "_ann_frame") and hasattr(dataset, "_by_name")):
-        raise TypeError(f"{type(dataset).__name__} cannot build ANN inputs at arbitrary times "
-                        "(needs ann_input_at(recording, camera, ms))")
-
-    def build(recording, camera, ms_list):
-        rec = dataset._by_name[recording]
-        return np.stack([dataset._ann_frame(rec, camera, int(ms), f"ANN baseline input at {ms} ms")
-                         for ms in ms_list])
-
-    return build
-
-
-def _select_items(dataset, max_windows: int | None) -> list[int]:
+def _select_items(dataset: WindowDataset, max_windows: int | None) -> list[int]:
     """Indices to evaluate: all windows, or ``max_windows`` per camera spread evenly over the split.
 
     Evenly spread (the training validation's rule, ``hybridjax.data.loader.spread_indices``) rather than the
@@ -136,29 +116,13 @@ def _select_items(dataset, max_windows: int | None) -> list[int]:
     """
     if max_windows is None:
         return list(range(len(dataset)))
-    if hasattr(dataset, "index"):
-        per_camera: dict[int, list[int]] = {}
-        for i, (camera, _, _) in enumerate(dataset.index()):
-            per_camera.setdefault(camera, []).append(i)
-        chosen = []
-        for indices in per_camera.values():
-            chosen += [indices[k] for k in spread_indices(len(indices), max_windows)]
-        return sorted(chosen)
-    return spread_indices(len(dataset), max_windows)
-
-
-def _batches(indices: list[int], batch_size: int):
-    for start in range(0, len(indices), batch_size):
-        yield indices[start:start + batch_size]
-
-
-def _stack_batch(items: list[dict], batch_size: int, downsample: int) -> tuple[dict, int]:
-    """Time-major batch padded to ``batch_size`` by repeating the last item; returns (batch, real size)."""
-    real = len(items)
-    padded = items + [items[-1]] * (batch_size - real)
-    events = np.stack([it["events"] for it in padded], axis=1)  # [T, B, H, W, 2]
-    ann_input = np.stack([it["ann_input"] for it in padded])  # [B, H, W, 20]
-    return {"events": pool_pixels(events, downsample), "ann_input": pool_pixels(ann_input, downsample)}, real
+    per_camera: dict[int, list[int]] = {}
+    for i, (camera, _, _) in enumerate(dataset.index()):
+        per_camera.setdefault(camera, []).append(i)
+    chosen = []
+    for indices in per_camera.values():
+        chosen += [indices[k] for k in spread_indices(len(indices), max_windows)]
+    return sorted(chosen)
 
 
 def _label_period_frames(events, label_steps: np.ndarray) -> np.ndarray:
@@ -170,22 +134,137 @@ def _label_period_frames(events, label_steps: np.ndarray) -> np.ndarray:
     return ends - starts
 
 
-def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = None, *,
-             snn_variables=None, ann_inputs_fn: Callable | None = None) -> dict:
-    """Evaluates the hybrid (and its baselines) on every window of ``dataset``; returns a JSON-ready dict.
+@dataclasses.dataclass(frozen=True)
+class EvalSetup:
+    """What one evaluation knows before the first batch: the window geometry, cameras and models."""
+
+    num_steps: int  # SNN steps per window
+    height: int  # input frame height (before pooling)
+    width: int
+    step_ms: float
+    window_ms: int
+    window_step_ms: int  # the hybrid's ANN period
+    headline_ms: float
+    headline_steps: int  # steps of the headline averages
+    label_steps: np.ndarray  # indices of the labelled steps
+    cameras: tuple[int, ...]
+    main_camera: int
+    models: tuple[str, ...]  # in report order
+    note_3d: str | None  # why there is no 3-D MPJPE (None: it is computed)
+
+    @classmethod
+    def of(cls, dataset: WindowDataset, ec: EvalConfig, predictors: Predictors) -> EvalSetup:
+        first = dataset[0]
+        num_steps, height, width = first["events"].shape[:3]
+        step_ms = dataset.window_ms / num_steps
+        headline_ms = ec.headline_ms if ec.headline_ms is not None else dataset.window_step_ms
+        cameras = tuple(dataset.cameras)
+        models = ("hybrid",) + ("ann_every_label",) * ec.ann_every_label + ("ann_held", "snn_alone")
+        return cls(
+            num_steps=num_steps, height=height, width=width, step_ms=step_ms, window_ms=dataset.window_ms,
+            window_step_ms=dataset.window_step_ms, headline_ms=headline_ms,
+            headline_steps=max(1, min(num_steps, int(round(headline_ms / step_ms)))),
+            label_steps=np.flatnonzero(np.asarray(first["step_has_label"], dtype=bool)), cameras=cameras,
+            main_camera=ec.main_camera if ec.main_camera in cameras else cameras[0],
+            models=models + ("snn_trained",) * (predictors.snn is not None), note_3d=_why_no_3d(dataset, ec, cameras),
+        )
+
+    def as_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "note_3d"}
+        out.update(label_steps=self.label_steps.tolist(), cameras=list(self.cameras), models=list(self.models))
+        return out
+
+
+def _why_no_3d(dataset: WindowDataset, ec: EvalConfig, cameras: tuple[int, ...]) -> str | None:
+    if ec.cameras_3d is None:
+        return "not requested (EvalConfig.cameras_3d is None)"
+    if not dataset.has_3d_labels or not isinstance(dataset, CalibratedWindowDataset):
+        return f"not defined: {type(dataset).__name__} has no 3-D labels or camera calibration (joints_3d is NaN)"
+    if not all(c in cameras for c in ec.cameras_3d):
+        return f"not computed: cameras {list(ec.cameras_3d)} are not all among the evaluated {list(cameras)}"
+    return None
+
+
+class _WithLabelInputs:
+    """The dataset's windows plus ``ann_label_inputs [L, H, W, 20]``: the ANN inputs at every label time
+    (read by the loader's worker thread, with the window)."""
+
+    def __init__(self, dataset: WindowDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(self.dataset[i])
+        times = self.dataset.label_times_ms(int(item["window_start_ms"]))
+        item["ann_label_inputs"] = np.stack([self.dataset.ann_input_at(item["recording"], item["camera"], ms)
+                                             for ms in times])
+        return item
+
+
+def predict_batch(predictors: Predictors, batch: dict, setup: EvalSetup) -> tuple[dict, dict]:
+    """Predictions ``{model: [T, B, J, 2]}`` and spike counts ``{model: [T, 9, B]}`` of one padded batch."""
+    out = jax.device_get(predictors.hybrid(batch["ann_input"], batch["events"]))
+    preds = {"hybrid": out["hybrid"], "ann_held": np.broadcast_to(out["ann_held"][None], out["hybrid"].shape),
+             "snn_alone": out["snn_alone"]}
+    spikes = {"hybrid": out["spikes_hybrid"], "snn_alone": out["spikes_snn_alone"]}
+    if predictors.snn is not None:
+        preds["snn_trained"], spikes["snn_trained"] = jax.device_get(predictors.snn(batch["events"]))
+    if "ann_every_label" in setup.models:
+        every = np.full(out["hybrid"].shape, np.nan, dtype=np.float32)
+        for k, step in enumerate(setup.label_steps):
+            every[step] = jax.device_get(predictors.ann(batch["ann_label_inputs"][k]))
+        preds["ann_every_label"] = every
+    return preds, spikes
+
+
+class Accumulators:
+    """Per-camera 2-D errors, 3-D errors of camera pairs, firing rates and the plot samples of the windows
+    seen so far."""
+
+    def __init__(self, setup: EvalSetup, dataset: WindowDataset, ec: EvalConfig, neurons: dict[str, int]):
+        self.setup, self.dataset, self.ec, self.neurons = setup, dataset, ec, neurons
+        self.errors_2d = {camera: {m: StepErrors(setup.num_steps) for m in setup.models} for camera in setup.cameras}
+        self.spiking = {m: firing.FiringAccumulator(neurons) for m in ("hybrid", "snn_alone", "snn_trained")
+                        if m in setup.models}
+        self.views = (None if setup.note_3d is not None
+                      else _StereoErrors(dataset, ec.cameras_3d, setup.models, setup.num_steps, setup.label_steps))
+        self.samples: list[dict] = []
+
+    def add(self, batch: dict, preds: dict, spikes: dict, indices: list[int]) -> None:
+        """Adds the real (unpadded) windows ``indices`` of ``batch``."""
+        real = len(indices)
+        for name, acc in self.spiking.items():
+            acc.add(spikes[name][:, :, :real], batch["events"][:, :real])
+        for b, index in enumerate(indices):
+            truth = np.asarray(batch["landmarks"][:, b], dtype=np.float64)  # [T, J, 2]
+            camera = int(batch["camera"][b])
+            kept = {m: np.asarray(preds[m][:, b], dtype=np.float64) for m in self.setup.models}
+            for m in self.setup.models:
+                self.errors_2d[camera][m].add(kept[m], truth)
+            if self.views is not None and camera in self.ec.cameras_3d:
+                self.views.add(batch["recording"][b], int(batch["window_start_ms"][b]), camera,
+                               batch["joints_3d"][:, b], kept)
+            if camera == self.setup.main_camera and len(self.samples) < self.ec.keep_samples:
+                self.samples.append(self._sample(index, truth, kept))
+
+    def _sample(self, index: int, truth: np.ndarray, predictions: dict) -> dict:
+        item = self.dataset[index]  # again, for the full-resolution events of the plot
+        steps = self.setup.label_steps
+        return {"recording": item["recording"], "camera": item["camera"],
+                "window_start_ms": int(item["window_start_ms"]), "steps": steps,
+                "event_frames": _label_period_frames(item["events"], steps), "landmarks": truth,
+                "predictions": predictions}
+
+
+def evaluate(predictors: Predictors, dataset: WindowDataset, eval_config: EvalConfig | None = None) -> dict:
+    """Evaluates the hybrid (and its baselines) on the windows of ``dataset``; returns a JSON-ready dict.
 
     Args:
-      model_variables: ``HybridModel(config)`` variables ``{"params": {"ann", "initializers", "snn"},
-        "batch_stats": {...}}``; the ANN baselines use ``params["ann"]``.
-      config: the :class:`hybridjax.models.ModelConfig` of the model.
-      dataset: a window dataset (``hybridjax.data.DHP19Dataset``): ``len``, ``[i]`` -> dict with ``events``
-        ``[T, H, W, 2]``, ``ann_input``, ``landmarks [T, J, 2]``, ``step_has_label``, ``joints_3d``,
-        ``camera``, ``recording``, ``window_start_ms``; ``projection_matrix(camera)`` and
-        ``camera_position(camera)`` for 3-D.
+      predictors: the jitted predict functions (:meth:`Predictors.from_variables`).
+      dataset: a test split meeting :class:`hybridjax.eval.protocol.WindowDataset`.
       eval_config: :class:`EvalConfig`.
-      snn_variables: optional ``SNNModel(config)`` variables (adds ``snn_trained``).
-      ann_inputs_fn: ``(recording, camera, ms list) -> [L, H, W, 20]`` for the every-label ANN baseline;
-        default :func:`dhp19_ann_inputs`.
 
     Returns:
       ``{"setup", "mpjpe_2d": {camera: {model: summary}}, "mpjpe_2d_main": {model: summary},
@@ -193,175 +272,77 @@ def evaluate(model_variables, config, dataset, eval_config: EvalConfig | None = 
       "samples": [...]}`` where a summary is ``{"per_step", "mean", "mean_headline", "count"}`` (see
       :class:`StepErrors`). ``samples`` holds numpy arrays for the plots (dropped from the JSON).
     """
-    from hybridjax.models import ANNUNet, HybridModel, SNNModel
-
     ec = eval_config or EvalConfig()
+    _check(ec, dataset, predictors)
+    wall_start = time.perf_counter()
+    setup = EvalSetup.of(dataset, ec, predictors)
+    f = ec.downsample
+    neurons = firing.lif_neuron_counts(predictors.config, setup.height // f, setup.width // f)
+    accumulators = Accumulators(setup, dataset, ec, neurons)
+    indices = _select_items(dataset, ec.max_windows)
+    fields = ("events", "ann_input", "landmarks", "joints_3d", "camera", "recording", "window_start_ms")
+    items = _WithLabelInputs(dataset) if ec.ann_every_label else dataset
+    loader = BatchLoader(items, ec.batch_size, fields=fields + ("ann_label_inputs",) * ec.ann_every_label,
+                         shuffle=False, items=indices, pad_last=True, downsample=f, num_workers=1)
+    with loader:
+        for number, batch in enumerate(loader):
+            preds, spikes = predict_batch(predictors, batch, setup)
+            accumulators.add(batch, preds, spikes, indices[number * ec.batch_size:(number + 1) * ec.batch_size])
+            if ec.progress:
+                log.info("evaluate: batch %d / %d", number + 1, len(loader))
+    result = summarise(accumulators, predictors.config, len(indices))
+    result["setup"]["wall_seconds"] = time.perf_counter() - wall_start
+    return result
+
+
+def _check(ec: EvalConfig, dataset, predictors: Predictors) -> None:
+    """Fails early, naming the problem, on a bad configuration or a dataset that misses the protocol."""
     if ec.event_input not in ("binary", "dense"):
         raise ValueError(f"EvalConfig.event_input must be 'binary' or 'dense', got {ec.event_input!r}")
     for name in ec.energy_presets:
-        energy_model.preset(name)  # fails early on an unknown preset
+        energy_model.preset(name)  # raises on an unknown preset
+    missing = [name for name in ("window_ms", "window_step_ms", "cameras", "has_3d_labels", "index",
+                                 "label_times_ms", "ann_input_at") if not hasattr(dataset, name)]
+    if missing:
+        raise TypeError(f"evaluate: {type(dataset).__name__} does not meet hybridjax.eval.protocol.WindowDataset "
+                        f"(missing {', '.join(missing)})")
     if len(dataset) == 0:
         raise ValueError("evaluate: the dataset has no windows")
-    wall_start = time.perf_counter()
-    first = dataset[0]
-    num_steps, height, width = first["events"].shape[0], first["events"].shape[1], first["events"].shape[2]
-    step_has_label = np.asarray(first["step_has_label"], dtype=bool)
-    window_ms = getattr(dataset, "window_ms", None) or num_steps * LABEL_PERIOD_MS
-    step_ms = window_ms / num_steps
-    window_step_ms = getattr(getattr(dataset, "config", None), "window_step_ms", 100)
-    headline_ms = ec.headline_ms if ec.headline_ms is not None else window_step_ms
-    headline_steps = max(1, min(num_steps, int(round(headline_ms / step_ms))))
-    label_steps = np.flatnonzero(step_has_label)
-    cameras = tuple(getattr(dataset, "cameras", (first["camera"],)))
-    main_camera = ec.main_camera if ec.main_camera in cameras else cameras[0]
-    f = ec.downsample
-    models = ["hybrid", "ann_held", "snn_alone"]
-    if ec.ann_every_label:
-        models.insert(1, "ann_every_label")
-        ann_inputs_fn = ann_inputs_fn or dhp19_ann_inputs(dataset)
-    if snn_variables is not None:
-        models.append("snn_trained")
-
-    hybrid = HybridModel(config)
-    ann = ANNUNet(config)
-    ann_variables = {"params": {"ann": model_variables["params"]["ann"]}}
-
-    @jax.jit
-    def run_hybrid(variables, ann_input, events):
-        out = hybrid.apply(variables, ann_input, events, train=False)
-        alone = hybrid.apply(variables, ann_input, events, train=False, init_mode="zeros")
-        return {
-            "hybrid": predicted_landmarks(out.heatmaps, f),
-            "ann_held": predicted_landmarks(out.ann_heatmap, f),
-            "snn_alone": predicted_landmarks(alone.heatmaps, f),
-            "spikes_hybrid": out.spike_counts,
-            "spikes_snn_alone": alone.spike_counts,
-        }
-
-    @jax.jit
-    def run_ann(variables, ann_input):
-        return predicted_landmarks(ann.apply(variables, ann_input), f)
-
-    snn_model = SNNModel(config)
-
-    @jax.jit
-    def run_snn(variables, events):
-        out = snn_model.apply(variables, events, train=False)
-        return predicted_landmarks(out.heatmaps, f), out.spike_counts
-
-    neurons = firing.lif_neuron_counts(config, height // f, width // f)
-    spiking = {name: firing.FiringAccumulator(neurons) for name in ("hybrid", "snn_alone", "snn_trained")
-               if name in models}
-    errors_2d = {camera: {m: StepErrors(num_steps) for m in models} for camera in cameras}
-    samples = []
-    want_3d, note_3d = False, None
-    if ec.cameras_3d is None:
-        note_3d = "not requested (EvalConfig.cameras_3d is None)"
-    elif not getattr(dataset, "has_3d_labels", True) or not hasattr(dataset, "projection_matrix"):
-        note_3d = (f"not defined: {type(dataset).__name__} has no 3-D labels or camera calibration "
-                   "(joints_3d is NaN)")
-    elif not all(c in cameras for c in ec.cameras_3d):
-        note_3d = f"not computed: cameras {list(ec.cameras_3d)} are not all among the evaluated {list(cameras)}"
-    else:
-        want_3d = True
-    label_times_fn = getattr(dataset, "label_times_ms", None)
-    views = _StereoErrors(dataset, ec.cameras_3d, models, num_steps, label_steps) if want_3d else None
-
-    def load(chunk):
-        # Runs in a worker thread: reads the windows (and the every-label ANN inputs) of the next batch
-        # while the device computes the current one.
-        items = [dataset[i] for i in chunk]
-        batch, real = _stack_batch(items, ec.batch_size, f)
-        frames = None
-        if "ann_every_label" in models:
-            per_item = [ann_inputs_fn(it["recording"], it["camera"], _every_label_ms(it["window_start_ms"]))
-                        for it in items]
-            per_item += [per_item[-1]] * (ec.batch_size - real)
-            frames = pool_pixels(np.stack(per_item, axis=1), f)  # [L, B, H, W, 20]
-        return items, batch, real, frames
-
-    def _every_label_ms(start: int) -> list[int]:
-        if label_times_fn is not None:
-            return [int(ms) for ms in label_times_fn(int(start))]
-        return [int(start) + LABEL_PERIOD_MS * (k + 1) for k in range(len(label_steps))]
-
-    def evaluate_batch(items, batch, real, frames, batch_number):
-        out = jax.device_get(run_hybrid(model_variables, batch["ann_input"], batch["events"]))
-        preds = {
-            "hybrid": out["hybrid"],  # [T, B, J, 2]
-            "ann_held": np.broadcast_to(out["ann_held"][None], out["hybrid"].shape),
-            "snn_alone": out["snn_alone"],
-        }
-        spiking["hybrid"].add(out["spikes_hybrid"][:, :, :real], batch["events"][:, :real])
-        spiking["snn_alone"].add(out["spikes_snn_alone"][:, :, :real], batch["events"][:, :real])
-        if "snn_trained" in models:
-            uv, counts = jax.device_get(run_snn(snn_variables, batch["events"]))
-            preds["snn_trained"] = uv
-            spiking["snn_trained"].add(counts[:, :, :real], batch["events"][:, :real])
-        if "ann_every_label" in models:
-            every = np.full(out["hybrid"].shape, np.nan, dtype=np.float32)
-            for k, step in enumerate(label_steps):
-                every[step] = jax.device_get(run_ann(ann_variables, frames[k]))
-            preds["ann_every_label"] = every
-        for b, item in enumerate(items):
-            truth = np.asarray(item["landmarks"], dtype=np.float64)  # [T, J, 2]
-            camera = item["camera"]
-            kept = {m: np.asarray(preds[m][:, b], dtype=np.float64) for m in models}
-            for m in models:
-                errors_2d[camera][m].add(kept[m], truth)
-            if views is not None and camera in ec.cameras_3d:
-                views.add(item, kept)
-            if camera == main_camera and len(samples) < ec.keep_samples:
-                samples.append({"recording": item["recording"], "camera": camera,
-                                "window_start_ms": int(item["window_start_ms"]), "steps": label_steps,
-                                "event_frames": _label_period_frames(item["events"], label_steps),
-                                "landmarks": truth, "predictions": kept})
-        if ec.progress:
-            log.info("evaluate: batch %d, %d / %d windows", batch_number + 1,
-                     min((batch_number + 1) * ec.batch_size, len(indices)), len(indices))
+    if predictors.downsample != ec.downsample:
+        raise ValueError(f"evaluate: the predictors map landmarks from inputs pooled by {predictors.downsample}, "
+                         f"EvalConfig.downsample is {ec.downsample}")
 
 
-    indices = _select_items(dataset, ec.max_windows)
-    chunks = list(_batches(indices, ec.batch_size))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(load, chunks[0])
-        for batch_number in range(len(chunks)):
-            items, batch, real, frames = pending.result()
-            if batch_number + 1 < len(chunks):
-                pending = pool.submit(load, chunks[batch_number + 1])
-            evaluate_batch(items, batch, real, frames, batch_number)
-
+def summarise(accumulators: Accumulators, config, num_windows: int) -> dict:
+    """The result dict (see :func:`evaluate`) from the accumulated errors, firing rates, MACs and energy."""
+    setup, ec = accumulators.setup, accumulators.ec
+    headline = setup.headline_steps
     result = {
-        "setup": {
-            "dataset": type(dataset).__name__,
-            "num_windows": len(indices), "cameras": list(cameras), "main_camera": main_camera,
-            "num_steps": num_steps, "step_ms": step_ms, "window_ms": window_ms,
-            "window_step_ms": window_step_ms, "headline_steps": headline_steps, "headline_ms": headline_ms,
-            "label_steps": label_steps.tolist(), "height": height, "width": width, "models": models,
-            "model_config": _plain(dataclasses.asdict(config)), "eval_config": _plain(dataclasses.asdict(ec)),
-        },
-        "mpjpe_2d": {str(camera): {m: acc.summary(headline_steps) for m, acc in per_model.items()}
-                     for camera, per_model in errors_2d.items()},
+        "setup": dict(setup.as_dict(), dataset=type(accumulators.dataset).__name__, num_windows=num_windows,
+                      model_config=_plain(dataclasses.asdict(config)), eval_config=_plain(dataclasses.asdict(ec)),
+                      mpjpe_3d_note=setup.note_3d),
+        "mpjpe_2d": {str(camera): {m: acc.summary(headline) for m, acc in per_model.items()}
+                     for camera, per_model in accumulators.errors_2d.items()},
     }
-    result["mpjpe_2d_main"] = result["mpjpe_2d"][str(main_camera)]
-    result["mpjpe_3d"] = views.summary(headline_steps) if views is not None else None
-    result["setup"]["mpjpe_3d_note"] = note_3d
-    result["firing"] = {
-        name: {"per_step": {layer: acc.rates()[:, i].tolist() for i, layer in enumerate(firing.LIF_LAYERS)},
-               "mean": acc.mean_rates(),
-               "mean_headline": dict(zip(firing.LIF_LAYERS, acc.rates()[:headline_steps].mean(axis=0).tolist(),
-                                         strict=True)),
-               "event_input_rate": acc.event_rates().tolist()}
-        for name, acc in spiking.items()
-    }
-    counted = hybrid_macs(config, height // f, width // f)
+    result["mpjpe_2d_main"] = result["mpjpe_2d"][str(setup.main_camera)]
+    views = accumulators.views
+    result["mpjpe_3d"] = views.summary(headline) if views is not None else None
+    result["firing"] = {name: _firing_summary(acc, headline) for name, acc in accumulators.spiking.items()}
+    counted = hybrid_macs(config, setup.height // ec.downsample, setup.width // ec.downsample)
     result["macs"] = counted.as_dict()
-    output_rate = ec.output_rate_hz or 1000.0 / step_ms
-    ann_rate = ec.ann_rate_hz or 1000.0 / window_step_ms
-    result["energy"] = _energy(result["firing"], neurons, counted, ec, output_rate, ann_rate, headline_steps)
-    result["samples"] = samples
-    result["setup"]["wall_seconds"] = time.perf_counter() - wall_start
+    output_rate = ec.output_rate_hz or 1000.0 / setup.step_ms
+    ann_rate = ec.ann_rate_hz or 1000.0 / setup.window_step_ms
+    result["energy"] = _energy(result["firing"], accumulators.neurons, counted, ec, output_rate, ann_rate, headline)
+    result["samples"] = accumulators.samples
     return result
+
+
+def _firing_summary(acc: firing.FiringAccumulator, headline_steps: int) -> dict:
+    rates = acc.rates()
+    return {"per_step": {layer: rates[:, i].tolist() for i, layer in enumerate(firing.LIF_LAYERS)},
+            "mean": acc.mean_rates(),
+            "mean_headline": dict(zip(firing.LIF_LAYERS, rates[:headline_steps].mean(axis=0).tolist(), strict=True)),
+            "event_input_rate": acc.event_rates().tolist()}
 
 
 class _StereoErrors:
@@ -382,13 +363,12 @@ class _StereoErrors:
         self.waiting: dict[tuple[str, int], tuple[int, dict]] = {}  # (recording, start) -> (camera, views)
         self.pairs = 0
 
-    def add(self, item: dict, predictions: dict) -> None:
-        """One camera's predictions ``{model: [T, J, 2]}`` for the window ``item``."""
+    def add(self, recording: str, window_start_ms: int, camera: int, joints_3d, predictions: dict) -> None:
+        """One camera's predictions ``{model: [T, J, 2]}`` for a window with labels ``joints_3d [T, J, 3]``."""
         steps = self.label_steps
         entry = {m: np.asarray(predictions[m])[steps].astype(np.float32) for m in self.models}
-        entry["joints_3d"] = np.asarray(item["joints_3d"], dtype=np.float32)[steps]
-        key = (item["recording"], int(item["window_start_ms"]))
-        camera = item["camera"]
+        entry["joints_3d"] = np.asarray(joints_3d, dtype=np.float32)[steps]
+        key = (recording, window_start_ms)
         if key not in self.waiting:
             self.waiting[key] = (camera, entry)
             return

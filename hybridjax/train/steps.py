@@ -37,7 +37,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hybridjax import losses, metrics
+from hybridjax import losses
+from hybridjax.metrics import predicted_landmarks
 from hybridjax.train.state import TrainState
 
 Batch = dict
@@ -61,14 +62,6 @@ def heatmap_targets(landmarks: jax.Array, height: int, width: int, downsample: i
     product) instead of blurring full-size one-hot maps.
     """
     return losses.landmark_targets(_grid_landmarks(landmarks, downsample), height, width)
-
-
-def predicted_landmarks(heatmaps: jax.Array, downsample: int = 1) -> jax.Array:
-    """Arg-max (u, v) of ``[..., H, W, J]`` heatmaps in full-resolution pixels (centre of a pooled cell)."""
-    uv = metrics.argmax_landmarks(heatmaps)
-    if downsample == 1:
-        return uv
-    return uv * downsample + (downsample - 1) / 2.0
 
 
 def error_sum_and_count(pred_uv: jax.Array, true_uv: jax.Array, weight: jax.Array | None = None):

@@ -1,8 +1,9 @@
-"""Evaluate a training workdir: restore the checkpoints, run :func:`hybridjax.eval.evaluate.evaluate` on the
-test split and write the report (markdown, JSON, PNG plots) into ``<workdir>/report``.
+"""The application layer: evaluate a training workdir and write its report.
 
-Used by ``experiments/evaluate.py`` (command line), at the end of ``experiments/train.py`` and by the
-Colab notebook.
+Restores the checkpoints that :mod:`hybridjax.train` wrote, builds the test split and the predict functions,
+runs :func:`hybridjax.eval.evaluate.evaluate` and writes the report (markdown, JSON, PNG plots) into
+``<workdir>/report``. Training and evaluation do not know each other; this module joins them. Used by
+``experiments/evaluate.py`` (command line), at the end of ``experiments/train.py`` and by the Colab notebook.
 """
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ import dataclasses
 import json
 import pathlib
 from typing import Literal
+
+from hybridjax.eval.evaluate import EvalConfig, evaluate
+from hybridjax.eval.predict import Predictors
+from hybridjax.eval.report import write_report
+from hybridjax.train import data as data_lib
+from hybridjax.train.config import TrainConfig
+from hybridjax.train.loop import MissingCheckpointError, restore_stage_state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,12 +36,6 @@ class EvaluateArgs:
 
 def run_evaluation(args: EvaluateArgs, log=print) -> dict:
     """Evaluates the workdir; returns the result dict (also written as results.json / report.md)."""
-    from hybridjax.eval.evaluate import EvalConfig, evaluate
-    from hybridjax.eval.report import write_report
-    from hybridjax.train import data as data_lib
-    from hybridjax.train.config import TrainConfig
-    from hybridjax.train.loop import MissingCheckpointError, restore_stage_state
-
     config_path = pathlib.Path(args.workdir) / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} is missing: is {args.workdir} a workdir of experiments/train.py?")
@@ -63,7 +65,8 @@ def run_evaluation(args: EvaluateArgs, log=print) -> dict:
     )
     log(f"evaluate: hybrid step {step} ({args.which}) on {len(dataset)} test windows"
         + (f" (at most {args.max_items} per camera)" if args.max_items else ""))
-    result = evaluate(variables, config.model, dataset, eval_config, snn_variables=snn_variables)
+    predictors = Predictors.from_variables(config.model, variables, config.data.downsample, snn_variables)
+    result = evaluate(predictors, dataset, eval_config)
     result["setup"]["checkpoint_step"] = step
     result["setup"]["workdir"] = str(args.workdir)
     out_dir = args.out_dir or pathlib.Path(args.workdir) / "report"
