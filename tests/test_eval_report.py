@@ -177,8 +177,7 @@ def test_stereo_errors_pair_views_in_any_order():
 
     def view(camera, start, offset=0.0):
         uv = triangulation.project_to_crop(joints, cams.projection_matrix(camera), mask_outside=False) + offset
-        item = {"recording": "S13", "window_start_ms": start, "camera": camera, "joints_3d": joints}
-        return item, {"hybrid": uv}
+        return "S13", start, camera, joints, {"hybrid": uv}
 
     stereo.add(*view(3, 100))
     stereo.add(*view(2, 100))  # pairs with the camera-3 view
