@@ -62,6 +62,12 @@ class StreamingConfig:
     # most steps one jitted call runs when a push / advance_to completes several (a lax.scan over the steps,
     # lengths 1, 2, 4, ... up to this, each compiled once); 1 = always one step per call
     max_steps_per_call: int = 8
+    sensor_hw: tuple[int, int] = rep.DHP19_SENSOR_HW  # (rows, columns) of the sensor; x, y must lie inside
+    # what push() does with a chunk holding an invalid event (polarity not 0/1, x/y outside the sensor, a
+    # timestamp before the origin or before an earlier event): "raise" a ValueError naming the first one and
+    # keep nothing of the chunk, or "drop" those events, keep the rest and count them in
+    # StreamingPoseEstimator.dropped_events
+    on_invalid: str = "raise"
 
 
 @dataclasses.dataclass
@@ -98,6 +104,8 @@ class StreamingPoseEstimator:
         if f < 1 or height % f or width % f:
             raise ValueError(f"StreamingConfig.downsample {f} must divide the crop {height}x{width}")
         self.grid_hw = (height // f, width // f)
+        if streaming.on_invalid not in ("raise", "drop"):
+            raise ValueError(f"StreamingConfig.on_invalid must be 'raise' or 'drop', got {streaming.on_invalid!r}")
         if streaming.max_steps_per_call < 1:
             raise ValueError(f"StreamingConfig.max_steps_per_call must be >= 1, got {streaming.max_steps_per_call}")
         self.variables = jax.device_put(variables)
@@ -146,6 +154,7 @@ class StreamingPoseEstimator:
         # wall time of each SNN step update (jitted, synchronous; a call running n steps counts 1/n per step)
         self.step_latency_s: list[float] = []
         self.steps_per_call: list[int] = []  # steps run by each jitted SNN call, in order
+        self.dropped_events = 0  # invalid events removed by push() with StreamingConfig.on_invalid="drop"
 
     @property
     def initialised(self) -> bool:
@@ -161,32 +170,64 @@ class StreamingPoseEstimator:
 
     # ------------------------------------------------------------------ input
     def push(self, x, y, p, t) -> list[PoseEstimate]:
-        """Adds a chunk of events (sorted by ``t``, not before earlier chunks); returns the completed steps."""
+        """Adds a chunk of events (sorted by ``t``, not before earlier chunks); returns the completed steps.
+
+        Every event is checked first (see ``StreamingConfig.on_invalid``): ``p`` in {0, 1}, ``0 <= x < W`` and
+        ``0 <= y < H`` of ``StreamingConfig.sensor_hw``, ``t`` integer, not before the origin nor before the
+        previous event. With ``"raise"`` the error names the first bad event and the chunk is not used.
+        """
         x, y, p, t = (np.asarray(a) for a in (x, y, p, t))
         if not (x.shape == y.shape == p.shape == t.shape) or x.ndim != 1:
             raise ValueError(f"x, y, p, t must be 1-D arrays of one length, got {x.shape}, {y.shape}, {p.shape}, "
                              f"{t.shape}")
         if t.size == 0:
             return []
-        if not np.issubdtype(t.dtype, np.integer):
-            raise ValueError(f"timestamps must be integer microseconds, got dtype {t.dtype}")
-        t = t.astype(np.int64)
-        if np.any(np.diff(t) < 0) or (self._recent.size and t[0] < self._recent.last_t):
-            raise ValueError("event timestamps must be sorted (within and across chunks)")
-        if t[0] < self.streaming.origin_us:
-            raise ValueError(f"event at t={int(t[0])} us is before the stream origin {self.streaming.origin_us} us")
+        for name, a in (("t (timestamps)", t), ("x", x), ("y", y), ("p", p)):
+            if not np.issubdtype(a.dtype, np.integer):
+                what = "integer microseconds" if name.startswith("t") else "integers"
+                raise ValueError(f"{name} must be {what}, got dtype {a.dtype}")
+        x, y, p, t = (a.astype(np.int64) for a in (x, y, p, t))
+        bad = self._invalid_events(x, y, p, t)
+        if bad is not None:
+            if self.streaming.on_invalid == "raise":
+                first = int(np.argmax(bad[0]))
+                raise ValueError(f"invalid event {first} of the chunk (x={x[first]}, y={y[first]}, p={p[first]}, "
+                                 f"t={t[first]} us): {bad[1]}; {int(bad[0].sum())} of {t.size} events "
+                                 "are invalid (StreamingConfig.on_invalid='drop' drops them instead)")
+            keep = ~bad[0]
+            self.dropped_events += int(bad[0].sum())
+            x, y, p, t = x[keep], y[keep], p[keep], t[keep]
+            if t.size == 0:
+                return []
         self._recent.append(x, y, p, t)
         # Step of each event (an event after advance_to() closed its step joins the step being filled) and
         # its histogram bin; events outside the crop count for the ANN buffer only.
         step_of = np.maximum((t - self.streaming.origin_us) // self.step_us, self._step_index)
         row0, col0, height, width = self.streaming.crop
-        rows, cols = y.astype(np.int64) - row0, x.astype(np.int64) - col0
+        rows, cols = y - row0, x - col0
         inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
         f = self.streaming.downsample
         grid_w = self.grid_hw[1]
         bins = ((rows[inside] // f) * grid_w + cols[inside] // f) * 2 + p[inside].astype(np.int64)
         # An event at or after a step's end completes that step: every step before the last event's.
         return self._complete_steps(int(step_of[-1]), step_of[inside], bins)
+
+    def _invalid_events(self, x, y, p, t) -> tuple[np.ndarray, str] | None:
+        """``(mask of the invalid events, why the first one is invalid)``, or None when every event is valid."""
+        height, width = self.streaming.sensor_hw
+        # An event must not precede any earlier one (those kept from earlier chunks included).
+        start = self._recent.last_t if self._recent.size else t[0]
+        previous = np.maximum.accumulate(np.concatenate([[start], t[:-1]]))
+        checks = [((p != 0) & (p != 1), "polarity must be 0 or 1"),
+                  ((x < 0) | (x >= width), f"x must be in [0, {width}) (sensor width)"),
+                  ((y < 0) | (y >= height), f"y must be in [0, {height}) (sensor height)"),
+                  (t < self.streaming.origin_us, f"timestamp before the stream origin {self.streaming.origin_us} us"),
+                  (t < previous, "event timestamps must be sorted (within and across chunks)")]
+        mask = np.logical_or.reduce([failed for failed, _ in checks])
+        if not mask.any():
+            return None
+        first = int(np.argmax(mask))
+        return mask, "; ".join(reason for failed, reason in checks if failed[first])
 
     def advance_to(self, t_us: int) -> list[PoseEstimate]:
         """Declares that no event before ``t_us`` is still to come: completes every step that ends by then."""
