@@ -5,11 +5,19 @@ The official models (uzh-rpg/hybrid_ann_snn) are ``Hybrid_CNN_SNN`` (keys ``*_cn
 ``key -> numpy array`` (read a ``.pt`` file with :func:`load_torch_state_dict`, which needs torch).
 Conv weights ``(out, in, kh, kw)`` become HWIO kernels; BatchNorm ``weight/bias`` become ``scale/bias``
 parameters and ``running_mean/running_var`` the ``batch_stats`` ``mean/var``; ``num_batches_tracked`` is
-dropped. Widths are read from the checkpoint, so any official-shaped model converts.
+dropped. Widths are read from the checkpoint, so any official-shaped model converts: each width is the value
+most of the tensors that carry it agree on, so one mis-shaped tensor is reported as itself.
+
+Nothing doubtful is converted: an entry that is not an array, not float32/float64 or not finite, a missing,
+unexpected or mis-shaped key raises :class:`CheckpointKeyError` naming the keys (with a hint when the keys
+fit another kind, e.g. a pure SNN state_dict given as ``"hybrid"``).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
+import pathlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -96,24 +104,118 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
     tree[path[-1]] = value
 
 
-def infer_config(sd: Mapping[str, np.ndarray], kind: str, base: ModelConfig | None = None) -> ModelConfig:
-    """A :class:`ModelConfig` whose widths (and joints / input channels) match the checkpoint."""
-    base = base or ModelConfig()
-    changes = {}
+# Sizes read from a checkpoint: (ModelConfig field, index into a tuple field or None), per kind.
+_ANN_SIZES = [("ann_widths", i) for i in range(6)] + [("ann_in_channels", None)]
+_SNN_SIZES = [("snn_widths", i) for i in range(4)] + [("snn_in_channels", None)]
+_SIZES = {"hybrid": _ANN_SIZES + _SNN_SIZES + [("num_joints", None)], "snn": _SNN_SIZES + [("num_joints", None)],
+          "cnn": _ANN_SIZES + [("num_joints", None)]}
+
+
+def _with_size(cfg: ModelConfig, field: str, index: int | None, value: int) -> ModelConfig:
+    if index is None:
+        return dataclasses.replace(cfg, **{field: value})
+    sizes = list(getattr(cfg, field))
+    sizes[index] = value
+    return dataclasses.replace(cfg, **{field: tuple(sizes)})
+
+
+def official_shapes(kind: str, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """``official key -> shape`` of the state_dict the official code saves for a ``kind`` model of ``cfg``
+    (without ``num_batches_tracked``); built from hybridjax's own parameter shapes (no arrays are filled)."""
+    import jax
+
+    from hybridjax.models.ann import init_ann_params
+    from hybridjax.models.initializers import init_initializer_params
+    from hybridjax.models.snn_unet import init_snn_params, lif_channels
+
+    key = jax.random.key(0)
+    params, stats = {}, {}
     if kind in ("hybrid", "cnn"):
-        sfx = "_cnn" if kind == "hybrid" else ""
-        w = [sd[f"conv1{sfx}.weight"].shape[0]] + [sd[f"down{i}{sfx}.conv1.weight"].shape[0] for i in range(1, 6)]
-        changes.update(ann_widths=tuple(int(c) for c in w), ann_in_channels=int(sd[f"conv1{sfx}.weight"].shape[1]),
-                       num_joints=int(sd[f"conv3{sfx}.weight"].shape[0]))
+        params["ann"] = jax.eval_shape(lambda: init_ann_params(key, cfg))
     if kind in ("hybrid", "snn"):
-        table = {path: prefix for prefix, path, _ in _snn_table(kind == "hybrid")}
-        names = ("static", "down1", "down2", "down3")
-        w = [sd[f"{table[('snn', n, 'conv')]}.weight"].shape[0] for n in names]
-        static = sd[f"{table[('snn', 'static', 'conv')]}.weight"]
-        head = sd[f"{table[('snn', 'head', 'conv')]}.weight"]
-        changes.update(snn_widths=tuple(int(c) for c in w), snn_in_channels=int(static.shape[1]),
-                       num_joints=int(head.shape[0]))
-    return dataclasses.replace(base, **changes)
+        params["snn"], stats["snn"] = jax.eval_shape(lambda: init_snn_params(key, cfg, pure_snn=kind == "snn"))
+    if kind == "hybrid":
+        params["initializers"], stats["initializers"] = jax.eval_shape(
+            lambda: init_initializer_params(key, cfg, lif_channels(cfg)))
+    # export_state_dict only transposes, so zero-strided stand-ins of each shape are enough.
+    variables = jax.tree_util.tree_map(lambda a: np.broadcast_to(np.float32(0), a.shape),
+                                       {"params": params, "batch_stats": stats})
+    return {k: tuple(v.shape) for k, v in export_state_dict(variables, kind).items()}
+
+
+@functools.cache
+def _size_sources(kind: str) -> dict[tuple[str, int | None], tuple[tuple[str, int], ...]]:
+    """For each size of :data:`_SIZES`: the ``(key, axis)`` entries of the state_dict that equal it.
+
+    Found by changing one size at a time in a config whose sizes are all distinct and seeing which axes follow
+    (an axis that is a sum of sizes, e.g. a concatenation, equals none of them and is left out).
+    """
+    probe = ModelConfig(ann_widths=(101, 103, 107, 109, 113, 127), snn_widths=(131, 137, 139, 149),
+                        ann_in_channels=151, snn_in_channels=157, num_joints=163)
+    base = official_shapes(kind, probe)
+    sources = {}
+    for field, index in _SIZES[kind]:
+        value = getattr(probe, field) if index is None else getattr(probe, field)[index]
+        moved = official_shapes(kind, _with_size(probe, field, index, value + 1000))
+        sources[(field, index)] = tuple((key, axis) for key, shape in base.items() for axis, n in enumerate(shape)
+                                        if n == value and moved[key][axis] == value + 1000)
+    return sources
+
+
+def infer_config(sd: Mapping[str, np.ndarray], kind: str, base: ModelConfig | None = None) -> ModelConfig:
+    """A :class:`ModelConfig` whose widths (and joints / input channels) match the checkpoint.
+
+    Each size is the one most of the tensors that carry it agree on, so one mis-shaped tensor does not change
+    the widths (it is then reported as itself by :func:`convert_state_dict`).
+    """
+    if kind not in TABLES:
+        raise ValueError(f"kind must be one of {sorted(TABLES)}, got {kind!r}")
+    cfg = base or ModelConfig()
+    for (field, index), entries in _size_sources(kind).items():
+        votes = collections.Counter(int(np.shape(sd[key])[axis]) for key, axis in entries
+                                    if key in sd and np.ndim(sd[key]) > axis)
+        if votes:
+            cfg = _with_size(cfg, field, index, votes.most_common(1)[0][0])
+    return cfg
+
+
+_FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def _check_values(sd: Mapping, kind: str) -> dict[str, np.ndarray]:
+    """The state_dict as numpy arrays; raises naming every entry that is not a finite float32/float64 array."""
+    if not isinstance(sd, Mapping):
+        raise TypeError(f"{kind} state_dict must be a mapping key -> array, got {type(sd).__name__}")
+    arrays, problems = {}, []
+    for key, value in sd.items():
+        if not isinstance(key, str):
+            problems.append(f"key {key!r} is a {type(key).__name__}, not a string")
+            continue
+        if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+            problems.append(f"{key} is a {type(value).__name__}, not an array")
+            continue
+        value = np.asarray(value)
+        if key.endswith("num_batches_tracked"):  # an integer counter, dropped
+            arrays[key] = value
+        elif value.dtype not in _FLOAT_DTYPES:
+            problems.append(f"{key} has dtype {value.dtype}, expected float32 or float64")
+        elif not np.all(np.isfinite(value)):
+            problems.append(f"{key} has {int(np.sum(~np.isfinite(value)))} non-finite values (NaN/inf)")
+        else:
+            arrays[key] = value
+    if problems:
+        raise CheckpointKeyError(f"{kind} state_dict has invalid entries: " + "; ".join(problems))
+    return arrays
+
+
+def _kind_hint(sd: Mapping, kind: str) -> str:
+    """``"; this looks like a pure SNN state_dict; use kind='snn'"`` when another kind fits the keys."""
+    names = {"hybrid": "hybrid (Hybrid_CNN_SNN)", "snn": "pure SNN", "cnn": "pure ANN (UNet)"}
+    for other in TABLES:
+        expected = _expected_keys(TABLES[other], sd)
+        if other != kind and sd and sum(k in expected for k in sd) >= 0.9 * len(sd):
+            return f"; this looks like a {names[other]} state_dict; use kind={other!r}"
+    return ""
 
 
 def convert_state_dict(sd: Mapping[str, np.ndarray], kind: str, *, dtype=None,
@@ -129,7 +231,7 @@ def convert_state_dict(sd: Mapping[str, np.ndarray], kind: str, *, dtype=None,
     if kind not in TABLES:
         raise ValueError(f"kind must be one of {sorted(TABLES)}, got {kind!r}")
     table = TABLES[kind]
-    sd = {k: np.asarray(v) for k, v in sd.items()}
+    sd = _check_values(sd, kind)
     expected = _expected_keys(table, sd)
     missing = [k for k in expected if k not in sd and not k.startswith(allow_missing)]
     unexpected = sorted(k for k in sd if k not in expected)
@@ -139,7 +241,8 @@ def convert_state_dict(sd: Mapping[str, np.ndarray], kind: str, *, dtype=None,
     if unexpected:
         problems.append(f"unexpected keys: {unexpected}")
     if problems:
-        raise CheckpointKeyError(f"{kind} state_dict does not match the official layout; " + "; ".join(problems))
+        raise CheckpointKeyError(f"{kind} state_dict does not match the official layout; " + "; ".join(problems)
+                                 + _kind_hint(sd, kind))
 
     cast = (lambda a: a.astype(dtype)) if dtype is not None else (lambda a: a)
     params: dict = {}
@@ -174,35 +277,16 @@ def convert_state_dict(sd: Mapping[str, np.ndarray], kind: str, *, dtype=None,
 
 
 def _check_shapes(params, stats, sd, kind, allow_missing) -> None:
-    """Compares with the shapes hybridjax builds for the inferred config (catches inconsistent widths)."""
-    import jax
-
-    from hybridjax.models.ann import init_ann_params
-    from hybridjax.models.initializers import init_initializer_params
-    from hybridjax.models.snn_unet import init_snn_params, lif_channels
-
+    """Compares every tensor with the shape hybridjax builds for the widths most tensors give."""
     cfg = infer_config(sd, kind)
-    key = jax.random.key(0)
-    want_p, want_s = {}, {}
-    if kind in ("hybrid", "cnn"):
-        want_p["ann"] = jax.eval_shape(lambda: init_ann_params(key, cfg))
-    if kind in ("hybrid", "snn"):
-        p, s = jax.eval_shape(lambda: init_snn_params(key, cfg, pure_snn=kind == "snn"))
-        want_p["snn"], want_s["snn"] = p, s
-    if kind == "hybrid" and not any(a.startswith("states") for a in allow_missing):
-        p, s = jax.eval_shape(lambda: init_initializer_params(key, cfg, lif_channels(cfg)))
-        want_p["initializers"], want_s["initializers"] = p, s
-    problems = []
-    for name, got, want in (("params", params, want_p), ("batch_stats", stats, want_s)):
-        got_flat = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(got)}
-        want_flat = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(want)}
-        for k in sorted(set(got_flat) | set(want_flat)):
-            if k in want_flat and k in got_flat and tuple(want_flat[k]) != tuple(got_flat[k]):
-                problems.append(f"{name}{k}: checkpoint {tuple(got_flat[k])} vs model {tuple(want_flat[k])}")
-            elif k not in got_flat and not (kind == "hybrid" and "initializers" in k):
-                problems.append(f"{name}{k}: missing in checkpoint")
+    want = official_shapes(kind, cfg)
+    problems = [f"{key} has shape {tuple(sd[key].shape)}, expected {shape}" for key, shape in want.items()
+                if key in sd and tuple(sd[key].shape) != shape]
     if problems:
-        raise CheckpointKeyError(f"{kind} state_dict has inconsistent shapes: {problems}")
+        sizes = f"ann_widths={cfg.ann_widths}, " if kind != "snn" else ""
+        sizes += f"snn_widths={cfg.snn_widths}, " if kind != "cnn" else ""
+        raise CheckpointKeyError(f"{kind} state_dict has inconsistent shapes (most tensors give {sizes}"
+                                 f"num_joints={cfg.num_joints}): {problems}")
 
 
 def export_state_dict(variables: dict, kind: str) -> dict[str, np.ndarray]:
@@ -288,18 +372,53 @@ def compose_hybrid_variables(ann_variables: dict, snn_variables: dict, hybrid_va
 
 
 def load_torch_state_dict(path) -> dict[str, np.ndarray]:
-    """Reads an official ``.pt`` checkpoint into ``{key: numpy array}`` (needs ``pip install hybridjax[torch]``)."""
+    """Reads an official ``.pt`` checkpoint into ``{key: numpy array}`` (needs ``pip install hybridjax[torch]``).
+
+    Raises ``ValueError`` naming the file when it is empty or not a PyTorch checkpoint, and naming the key
+    when an entry is not a tensor; :func:`convert_state_dict` then checks dtypes, values and shapes.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive ("PK\x03\x04"); the legacy format is a pickle (protocol byte 0x80).
+    if not head:
+        raise ValueError(f"{path} is empty (0 bytes), not a PyTorch checkpoint")
+    if not (head == b"PK\x03\x04" or head[:1] == b"\x80"):
+        raise ValueError(f"{path} is not a PyTorch checkpoint (it starts with {head!r}, not a zip archive or a "
+                         "pickle)")
     try:
         import torch
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(f"reading {path} needs PyTorch: pip install 'hybridjax[torch]'") from err
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a damaged archive or pickle: torch's message, with the file named
+        raise ValueError(f"{path} cannot be read as a PyTorch checkpoint: {type(err).__name__}: {err}") from err
+    return state_dict_arrays(obj, str(path))
+
+
+def state_dict_arrays(obj, source: str) -> dict[str, np.ndarray]:
+    """``{key: numpy array}`` of a loaded checkpoint object (a state_dict, or a dict with ``"state_dict"``);
+    ``module.`` prefixes (DataParallel) are dropped. Raises ``ValueError`` naming ``source`` and the key."""
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path}: expected a state_dict (a mapping of tensors), got {type(obj).__name__}")
-    return {k.removeprefix("module."): v.detach().cpu().numpy() for k, v in obj.items()}
+        raise ValueError(f"{source}: expected a state_dict (a mapping of tensors), got {type(obj).__name__}")
+    arrays, problems = {}, []
+    for key, value in obj.items():
+        if hasattr(value, "detach"):  # a torch tensor
+            value = value.detach().cpu().numpy()
+        if not isinstance(value, np.ndarray):
+            problems.append(f"{key!r} is a {type(value).__name__}, not a tensor")
+            continue
+        arrays[str(key).removeprefix("module.")] = value
+    if problems:
+        raise ValueError(f"{source}: not a state_dict of tensors: " + "; ".join(problems))
+    return arrays
 
 
 __all__ = ["CheckpointKeyError", "TABLES", "compose_hybrid_state_dict", "compose_hybrid_variables",
-           "convert_state_dict", "export_state_dict", "infer_config", "load_torch_state_dict"]
+           "convert_state_dict", "export_state_dict", "infer_config", "load_torch_state_dict", "official_shapes",
+           "state_dict_arrays"]

@@ -2,12 +2,11 @@
 must give or the proof that nothing is lost. Grouped by component; each test is small and fast."""
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import numpy as np
 import pytest
 
+from hybridjax import convert
 from hybridjax.models import ModelConfig, init_variables
 from hybridjax.runtime import StreamingConfig, StreamingPoseEstimator
 
@@ -81,3 +80,74 @@ def test_streaming_drop_mode_drops_and_counts_invalid_events(stream_variables):
 def test_streaming_rejects_unknown_on_invalid(stream_variables):
     with pytest.raises(ValueError, match="on_invalid must be 'raise' or 'drop'"):
         _estimator(stream_variables, on_invalid="ignore")
+
+
+# ---- converter: load_torch_state_dict (case 10) and what convert_state_dict accepts (case 11) --------------
+def _official_sd(kind):
+    """A tiny-width state_dict with the official keys (hybridjax kind "ann" is the official "cnn")."""
+    variables = init_variables("ann" if kind == "cnn" else kind, ModelConfig.preset("tiny"), jax.random.key(0))
+    sd = {k: np.asarray(v, np.float32) for k, v in convert.export_state_dict(variables, kind).items()}
+    for key in [k for k in sd if k.endswith(".running_mean")]:  # the official BatchNorms also save a counter
+        sd[key.replace("running_mean", "num_batches_tracked")] = np.asarray(0, np.int64)
+    return sd
+
+
+def test_load_torch_state_dict_names_an_empty_or_text_file(tmp_path):
+    # Before: an empty file gave a bare EOFError and a text file "KeyError: 101" (from inside torch).
+    empty, text = tmp_path / "empty.pt", tmp_path / "notes.pt"
+    empty.write_bytes(b"")
+    text.write_text("epoch 10, loss 0.3\n")
+    with pytest.raises(ValueError, match=r"empty\.pt is empty \(0 bytes\), not a PyTorch checkpoint"):
+        convert.load_torch_state_dict(empty)
+    with pytest.raises(ValueError, match=r"notes\.pt is not a PyTorch checkpoint"):
+        convert.load_torch_state_dict(text)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        convert.load_torch_state_dict(tmp_path / "missing.pt")
+
+
+def test_a_loaded_object_that_is_not_a_state_dict_of_tensors_is_named():
+    # Before: {"conv1.weight": 3} gave "AttributeError: 'int' object has no attribute 'detach'".
+    with pytest.raises(ValueError, match=r"w\.pt: not a state_dict of tensors: 'conv1\.weight' is a int"):
+        convert.state_dict_arrays({"conv1.weight": 3, "conv1.bias": np.zeros(2)}, "w.pt")
+    with pytest.raises(ValueError, match=r"w\.pt: expected a state_dict .* got list"):
+        convert.state_dict_arrays([np.zeros(2)], "w.pt")
+    arrays = convert.state_dict_arrays({"state_dict": {"module.conv1.bias": np.zeros(2)}}, "w.pt")
+    assert list(arrays) == ["conv1.bias"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda v: np.where(np.arange(v.size).reshape(v.shape) == 3, np.nan, v), r"down2\.conv1\.weight has 1 non-finite"),
+    (lambda v: v.astype(np.float16), r"down2\.conv1\.weight has dtype float16, expected float32 or float64"),
+    (lambda v: v.astype(np.int64), r"down2\.conv1\.weight has dtype int64"),
+    (lambda v: v.tolist(), r"down2\.conv1\.weight is a list, not an array"),
+])
+def test_converter_rejects_non_finite_non_float_and_non_array_weights(change, message):
+    sd = _official_sd("cnn")
+    sd["down2.conv1.weight"] = change(sd["down2.conv1.weight"])
+    with pytest.raises(convert.CheckpointKeyError, match=message):
+        convert.convert_state_dict(sd, "cnn")
+    with pytest.raises(TypeError, match="must be a mapping"):
+        convert.convert_state_dict([1, 2], "cnn")
+
+
+@pytest.mark.parametrize("make_bad", [
+    lambda w: w[:-1],  # one output channel short
+    lambda w: np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0))),  # an HWIO kernel where OIHW belongs
+])
+def test_one_mis_shaped_conv_is_reported_as_itself(make_bad):
+    # Before: widths were read from this very tensor, so ~20 correct tensors were reported instead.
+    sd = _official_sd("cnn")
+    sd["down2.conv1.weight"] = make_bad(sd["down2.conv1.weight"])
+    with pytest.raises(convert.CheckpointKeyError) as info:
+        convert.convert_state_dict(sd, "cnn")
+    message = str(info.value)
+    assert "down2.conv1.weight has shape" in message and message.count("has shape") == 1, message
+    assert convert.infer_config(sd, "cnn").ann_widths == ModelConfig.preset("tiny").ann_widths
+
+
+def test_hybrid_given_snn_weights_says_use_kind_snn():
+    with pytest.raises(convert.CheckpointKeyError, match="this looks like a pure SNN state_dict; use kind='snn'"):
+        convert.convert_state_dict(_official_sd("snn"), "hybrid")
+    variables = convert.convert_state_dict(_official_sd("snn"), "snn")  # the right kind converts
+    assert convert.infer_config(_official_sd("snn"), "snn").snn_widths == ModelConfig.preset("tiny").snn_widths
+    assert set(variables) == {"params", "batch_stats"}
