@@ -101,7 +101,8 @@ def test_missing_event_datasets(folder, poses, skip, message):
 
 def test_missing_label_file_and_label_dataset(folder, poses):
     write_recording(folder, poses, skip=("label_file",))
-    with pytest.raises(DataError, match="label file of recording S1_session1_mov1 does not exist"):
+    with pytest.raises(DataError, match="no recordings found in .*ignored: events file without its label file "
+                                        "S1_session1_mov1_events_label.h5"):
         DHP19Dataset(folder, "train")
     write_recording(folder, poses, skip=("timestamps",))
     with pytest.raises(DataError, match="events_label.h5: missing dataset 'XYZ/timestamps'"):

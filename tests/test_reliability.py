@@ -2,11 +2,19 @@
 must give or the proof that nothing is lost. Grouped by component; each test is small and fast."""
 from __future__ import annotations
 
+import logging
+import shutil
+
 import jax
 import numpy as np
 import pytest
+from test_data_errors import make_events, ms_table, write_recording
+from test_data_h36m import label_track, write_labels, write_sequence
 
 from hybridjax import convert
+from hybridjax.data.dhp19 import DHP19Dataset, DHP19FrameDataset
+from hybridjax.data.errors import DataError
+from hybridjax.data.h36m import EventH36MDataset
 from hybridjax.models import ModelConfig, init_variables
 from hybridjax.runtime import StreamingConfig, StreamingPoseEstimator
 
@@ -151,3 +159,87 @@ def test_hybrid_given_snn_weights_says_use_kind_snn():
     variables = convert.convert_state_dict(_official_sd("snn"), "snn")  # the right kind converts
     assert convert.infer_config(_official_sd("snn"), "snn").snn_widths == ModelConfig.preset("tiny").snn_widths
     assert set(variables) == {"params", "batch_stats"}
+
+
+# ---- DHP19 data: nothing unusable is trained on silently (cases 4, 5, 6, 9, empty folder) ------------------
+@pytest.fixture(scope="module")
+def poses(shared_dir):
+    import h5py
+    with h5py.File(shared_dir / "fixtures" / "dhp19_mini" / "S1_session1_mov1_events_label.h5", "r") as file:
+        return file["XYZ/3d_poses"][()]
+
+
+@pytest.fixture()
+def folder(tmp_path, shared_dir):
+    shutil.copytree(shared_dir / "fixtures" / "dhp19_mini" / "P_matrices", tmp_path / "P_matrices")
+    return tmp_path
+
+
+def test_a_recording_without_any_valid_joint_is_skipped_and_listed(folder, poses, caplog):
+    # Before: it trained with exit 0 ("mpjpe": 0.0 over 0 joints, validation NaN).
+    write_recording(folder, poses)
+    write_recording(folder, np.full_like(poses, np.nan), name="S2_session1_mov1")
+    with caplog.at_level(logging.WARNING):
+        for dataset in (DHP19Dataset(folder, "train"), DHP19FrameDataset(folder, "train")):
+            assert dataset.recording_names() == ["S1_session1_mov1"]
+            assert dataset.skipped == [("S2_session1_mov1", "no valid joint in any of its 100 labels (all NaN)")]
+    assert "skipping S2_session1_mov1: no valid joint" in caplog.text
+    (folder / "S1_session1_mov1_events.h5").unlink()
+    (folder / "S1_session1_mov1_events_label.h5").unlink()
+    with pytest.raises(DataError, match=r"no items \(skipped: .*S2_session1_mov1: no valid joint"):
+        DHP19Dataset(folder, "train")
+
+
+def test_an_h36m_sequence_without_any_valid_joint_is_skipped(tmp_path):
+    write_sequence(tmp_path, "S1", "Walking_1", 0, seed=1)
+    write_sequence(tmp_path, "S1", "Eating", 0, seed=2)
+    write_labels(tmp_path, {("S1", "Walking 1"): {0: label_track(10)},
+                            ("S1", "Eating"): {0: np.full_like(label_track(11), np.nan)}})
+    dataset = EventH36MDataset(tmp_path, "train", cameras=(0,))
+    assert dataset.recording_names() == ["S1/Walking 1.54138969"]
+    assert ("S1/Eating.54138969", "no valid joint in any of its 50 labels (all NaN)") in dataset.skipped
+
+
+def test_the_frame_dataset_checks_ms_to_idx_against_t(folder, poses):
+    # Before: DHP19FrameDataset read frames 3 events early without a word (DHP19Dataset caught the same file).
+    events = make_events()
+    write_recording(folder, poses, events=events, ms_to_idx=np.maximum(ms_table(events["t"]) - 3, 0))
+    with pytest.raises(DataError, match=r"frame 0 \(300 ms\): event .* is before 300 ms .*ms_to_idx disagrees"):
+        DHP19FrameDataset(folder, "train")[0]
+    write_recording(folder, poses, events=events)  # the exact table reads fine
+    assert DHP19FrameDataset(folder, "train")[0]["ann_input"].sum() > 0
+
+
+def test_orphan_label_and_events_files_are_named(folder, poses, caplog):
+    # Before: a label file without its events file was ignored silently; alone, the error did not name it.
+    write_recording(folder, poses, name="S2_session1_mov1")
+    (folder / "S2_session1_mov1_events.h5").unlink()
+    with pytest.raises(DataError, match=r"no recordings found in .*label file S2_session1_mov1_events_label\.h5 "
+                                        r"without its events file S2_session1_mov1_events\.h5"):
+        DHP19Dataset(folder, "train")
+    write_recording(folder, poses)
+    write_recording(folder, poses, name="S3_session1_mov1", skip=("label_file",))
+    with caplog.at_level(logging.WARNING):
+        dataset = DHP19Dataset(folder, "train")
+    assert dataset.recording_names() == ["S1_session1_mov1"]
+    assert [name for name, _ in dataset.skipped] == ["S2_session1_mov1", "S3_session1_mov1"]
+    assert "ignoring S2_session1_mov1: label file" in caplog.text
+    assert "ignoring S3_session1_mov1: events file without its label file" in caplog.text
+
+
+def test_an_empty_folder_says_no_recordings(tmp_path):
+    # Before: "P4.npy: projection matrix file does not exist".
+    with pytest.raises(DataError, match=f"no recordings found in {tmp_path}"):
+        DHP19Dataset(tmp_path, "train")
+
+
+def test_a_degenerate_projection_matrix_is_an_error(folder, poses):
+    # Before: an all-zero P2 was accepted and every landmark became NaN.
+    write_recording(folder, poses)
+    np.save(folder / "P_matrices" / "P2.npy", np.zeros((3, 4)))
+    with pytest.raises(DataError, match=r"P2\.npy: projection matrix is degenerate \(rank 0"):
+        DHP19Dataset(folder, "train")
+    far_away = np.array([[1.0, 0, 0, 1e6], [0, 1, 0, 0], [0, 0, 0, 1]])  # rank 3, every joint 1 km to the side
+    np.save(folder / "P_matrices" / "P2.npy", far_away)
+    with pytest.raises(DataError, match=r"P2\.npy: projects every joint .* outside the crop or to NaN"):
+        DHP19Dataset(folder, "train")

@@ -29,9 +29,12 @@ One deliberate difference: a window that ends exactly at ``L`` reads up to ``ms_
 event when ``L == len(ms_to_idx)``); the official loader reads ``[start:-1]`` there, which drops the file's last
 event or, when the labels end early, runs past the window to the end of the file.
 
-Bad input raises :class:`DataError` naming the file and the problem; recordings that cannot give a single
-valid window (too few events, no complete window, unsorted timestamps found by ``validate='full'``) are
-skipped with a logged warning and listed in ``dataset.skipped``.
+Bad input raises :class:`DataError` naming the file and the problem (among them a degenerate projection
+matrix: rank < 3, or one that sends every joint of the split outside the crop; an ``ms_to_idx`` that disagrees
+with ``t``, checked on every window and frame read; an empty folder: "no recordings found in DIR").
+Recordings that cannot give a single valid window (too few events, no complete window, unsorted timestamps
+found by ``validate='full'``, no valid joint in any label) and orphan files (a label file without its events
+file or the reverse) are skipped with a logged warning naming them and listed in ``dataset.skipped``.
 """
 from __future__ import annotations
 
@@ -112,6 +115,9 @@ def load_projection_matrices(p_matrix_dir) -> tuple[dict[int, np.ndarray], np.nd
             )
         if not np.all(np.isfinite(matrix)):
             raise DataError(path, "projection matrix holds NaN or inf")
+        rank = int(np.linalg.matrix_rank(matrix))
+        if rank < 3:  # e.g. all zeros: every joint would project to NaN (0 / 0)
+            raise DataError(path, f"projection matrix is degenerate (rank {rank}, a camera matrix has rank 3)")
         matrices[camera] = matrix.astype(np.float64)
     path = folder / "camera_positions.npy"
     try:
@@ -265,18 +271,34 @@ def check_event_values(x, y, p, t, sensor_hw=(SENSOR_H, SENSOR_W), one_based: bo
     return None
 
 
-def _discover(root: pathlib.Path) -> list[pathlib.Path]:
+def _discover(root: pathlib.Path) -> tuple[list[pathlib.Path], list[tuple[str, str]]]:
+    """The events files of ``root`` (sorted by subject, session, movement) and the orphans: ``(name, why)`` of
+    each label file without its events file and each events file without its label file (warned about)."""
     if not root.is_dir():
         raise DataError(root, "dataset folder does not exist")
-    found = []
+    found, orphans = [], []
     for path in sorted(root.glob("*_events.h5")):
         if parse_recording_name(path) is None:
             log.warning("%s: name does not follow S<subject>_session<k>_mov<m>_events.h5; ignored", path)
             continue
+        label = path.with_name(path.name[: -len(".h5")] + "_label.h5")
+        if not label.exists():
+            orphans.append((path.name[: -len("_events.h5")], f"events file without its label file {label.name}"))
+            continue
         found.append(path)
+    for label in sorted(root.glob("*_events_label.h5")):
+        events = label.with_name(label.name[: -len("_label.h5")] + ".h5")
+        if not events.exists():
+            orphans.append((label.name[: -len("_events_label.h5")],
+                            f"label file {label.name} without its events file {events.name}"))
+    orphans.sort()
+    for name, why in orphans:
+        log.warning("DHP19 %s: ignoring %s: %s", root, name, why)
     if not found:
-        raise DataError(root, "no S*_session*_mov*_events.h5 files found")
-    return sorted(found, key=parse_recording_name)
+        left = f"; ignored: {'; '.join(why for _, why in orphans)}" if orphans else ""
+        raise DataError(root, f"no recordings found in {root} (no S*_session*_mov*_events.h5 files found with "
+                              f"their _events_label.h5{left})")
+    return sorted(found, key=parse_recording_name), orphans
 
 
 class _DHP19Base:
@@ -296,11 +318,16 @@ class _DHP19Base:
         self.cameras = tuple(cameras)
         default_matrices = self.root / "P_matrices"
         self.p_matrix_dir = pathlib.Path(p_matrix_dir if p_matrix_dir is not None else default_matrices)
+        paths, orphans = _discover(self.root)  # first: an empty folder is "no recordings", not "P4.npy missing"
         self._matrices, self._positions = load_projection_matrices(self.p_matrix_dir)
         self._pool = HandlePool(max_open_files)
         self.skipped: list[tuple[str, str]] = []
         self.recordings: list[_Recording] = []
-        for path in _discover(self.root):
+        for name, why in orphans:
+            subject = parse_recording_name(name + "_events.h5")
+            if subject is not None and (subject[0] >= test_subject_min) == (split == "test"):
+                self.skipped.append((name, why))  # warned about by _discover
+        for path in paths:
             subject = parse_recording_name(path)[0]
             in_split = (subject >= test_subject_min) == (split == "test")
             name = path.name[: -len("_events.h5")]
@@ -317,7 +344,29 @@ class _DHP19Base:
                     continue
                 raise
             self.recordings.append(recording)
+        self._check_labels()
         self._by_name = {recording.name: recording for recording in self.recordings}
+
+    def _check_labels(self) -> None:
+        """Skips recordings without a single usable joint; a camera matrix that loses every joint is an error."""
+        usable = {}
+        for recording in self.recordings:
+            if not np.isfinite(recording.joints).all(axis=-1).any():
+                self._skip(recording.name, f"no valid joint in any of its {len(recording.joints)} labels "
+                                           "(all NaN)")
+                continue
+            usable[recording.name] = [bool(np.isfinite(self._pixels(recording.joints, camera)).any())
+                                      for camera in self.cameras]
+        for c, camera in enumerate(self.cameras):
+            if usable and not any(flags[c] for flags in usable.values()):
+                raise DataError(self.p_matrix_dir / f"P{CAMERA_TO_MATRIX[camera]}.npy",
+                                f"projects every joint of the {len(usable)} recording(s) of the {self.split} "
+                                f"split outside the crop or to NaN (camera {camera}); wrong matrix?")
+        for recording in self.recordings:
+            if recording.name in usable and not any(usable[recording.name]):
+                self._skip(recording.name, f"no joint of its labels falls inside the crop of camera(s) "
+                                           f"{list(self.cameras)}")
+        self.recordings = [r for r in self.recordings if r.name in usable and any(usable[r.name])]
 
     def _skip(self, name: str, why: str) -> None:
         log.warning("DHP19 %s split: skipping %s: %s", self.split, name, why)
@@ -365,6 +414,15 @@ class _DHP19Base:
                 f"camera {camera}, {what}: event at t={t[-1]} us is not before {ms} ms "
                 "(ms_to_idx disagrees with t)",
             )
+        # ... and the frame must end at the last event before ms: the next event is at or after ms.
+        if end < recording.num_events[camera]:
+            next_t = int(self._pool.get(recording.events_path)[f"cam{camera}_events/t"][end])
+            if next_t < ms * US_PER_MS:
+                raise DataError(
+                    recording.events_path,
+                    f"camera {camera}, {what}: event {end} at t={next_t} us is before {ms} ms but "
+                    f"cam{camera}_ms_to_idx[{ms}] = {end} ends the frame before it (ms_to_idx disagrees with t)",
+                )
         return rep.ann_frame(x, y, p, t)
 
     def _pixels(self, joints: np.ndarray, camera: int) -> np.ndarray:

@@ -222,6 +222,10 @@ class EventH36MDataset:
                     except LookupError as err:  # e.g. the '_ALL' recordings, which have no labels
                         self._skip(f"{subject}/{folder.name}", str(err))
                         continue
+                    if not np.isfinite(sequence.landmarks).all(axis=-1).any():
+                        self._skip(sequence.name, f"no valid joint in any of its {len(sequence.landmarks)} labels "
+                                                  "(all NaN)")
+                        continue
                     if sequence.cc_start_ms is None:
                         self._skip(sequence.name, f"only {sequence.num_events} events, need > {rep.ANN_EVENT_COUNT}")
                         continue
