@@ -179,4 +179,6 @@ def _row(r: dict, ceiling: dict | None) -> str:
 
 
 if __name__ == "__main__":
-    run(tyro.cli(BenchmarkConfig))
+    from hybridjax.cli import run_cli
+
+    run_cli(lambda: run(tyro.cli(BenchmarkConfig)))

@@ -48,7 +48,7 @@ def run(cfg: TorchBenchmarkConfig, log=print) -> dict:
     return result
 
 
-if __name__ == "__main__":
+def main() -> None:
     config = tyro.cli(TorchBenchmarkConfig)
     if config.serve:
         from hybridjax.bench.torch_baseline import serve_hybrid_steps
@@ -56,3 +56,9 @@ if __name__ == "__main__":
         serve_hybrid_steps(config.resolution, config.batch_size, config.num_steps, threads=config.threads)
     else:
         run(config)
+
+
+if __name__ == "__main__":
+    from hybridjax.cli import run_cli
+
+    run_cli(main)

@@ -19,7 +19,6 @@ import tyro
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from hybridjax.data.errors import DataError  # noqa: E402
 from hybridjax.data.raw_dhp19 import ConvertOptions, convert_raw_dhp19, format_summary  # noqa: E402
 
 
@@ -45,8 +44,6 @@ def main(args: ConvertArgs) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(tyro.cli(ConvertArgs))
-    except DataError as err:  # a wrong path or an unreadable camera matrix: one line, no traceback, exit 2
-        print(f"convert_dhp19.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    from hybridjax.cli import run_cli
+
+    run_cli(lambda: main(tyro.cli(ConvertArgs)))  # a DataError (wrong root, bad camera matrix): one line, exit 2

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import tyro
 
+from hybridjax.cli import run_cli
 from hybridjax.workflow import EvaluateArgs, run_evaluation
 
 if __name__ == "__main__":
-    run_evaluation(tyro.cli(EvaluateArgs, description=__doc__))
+    run_cli(lambda: run_evaluation(tyro.cli(EvaluateArgs, description=__doc__)))

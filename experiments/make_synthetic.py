@@ -42,4 +42,6 @@ def main(args: MakeSyntheticArgs) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(MakeSyntheticArgs))
+    from hybridjax.cli import run_cli
+
+    run_cli(lambda: main(tyro.cli(MakeSyntheticArgs)))

@@ -124,4 +124,6 @@ def main(args: StreamArgs) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(StreamArgs))
+    from hybridjax.cli import run_cli
+
+    run_cli(lambda: main(tyro.cli(StreamArgs)))

@@ -15,8 +15,9 @@ import sys
 import jax
 import tyro
 
+from hybridjax.cli import run_cli
 from hybridjax.train.config import TrainConfig, preset_choices
-from hybridjax.train.loop import MissingCheckpointError, NonFiniteLossError, TrainingInterrupted, train
+from hybridjax.train.loop import TrainingInterrupted, train
 from hybridjax.workflow import EvaluateArgs, run_evaluation
 
 
@@ -26,14 +27,10 @@ def main(config: TrainConfig) -> int:
     except TrainingInterrupted as stop:
         print(str(stop), file=sys.stderr)
         return 128 + stop.signum if stop.signum else 1
-    except (MissingCheckpointError, NonFiniteLossError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     if config.evaluate_at_end and config.stage in ("all", "hybrid") and jax.process_index() == 0:
         run_evaluation(EvaluateArgs(workdir=config.workdir, max_items=config.max_eval_items))
     return 0
 
 
 if __name__ == "__main__":
-    cfg = tyro.extras.overridable_config_cli(preset_choices(), description=__doc__)
-    sys.exit(main(cfg))
+    run_cli(lambda: main(tyro.extras.overridable_config_cli(preset_choices(), description=__doc__)))

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from hybridjax.errors import UserError
 from hybridjax.models.config import ModelConfig
 
 # (official key prefix, path in hybridjax params, kind); kind "conv" = weight (+ bias), "bn" = BatchNorm.
@@ -78,7 +79,7 @@ TABLES = {
 }
 
 
-class CheckpointKeyError(KeyError):
+class CheckpointKeyError(UserError, KeyError):
     """A state_dict does not match the official layout; the message names every offending key."""
 
     def __str__(self):  # KeyError quotes its message; show it plainly

@@ -83,7 +83,7 @@ def test_partial_last_batch_and_len():
         BatchLoader(dataset, 4, process_count=3)
     with pytest.raises(ValueError, match="partial last batch"):
         BatchLoader(dataset, 4, process_count=2, shuffle=False)
-    with pytest.raises(ValueError, match="fewer than one batch of 12"):
+    with pytest.raises(ValueError, match="batch size 12 is larger than the split"):
         BatchLoader(dataset, 12)
 
 

@@ -3,7 +3,10 @@ must give or the proof that nothing is lost. Grouped by component; each test is 
 from __future__ import annotations
 
 import logging
+import pathlib
+import runpy
 import shutil
+import sys
 
 import jax
 import numpy as np
@@ -12,9 +15,11 @@ from test_data_errors import make_events, ms_table, write_recording
 from test_data_h36m import label_track, write_labels, write_sequence
 
 from hybridjax import convert
+from hybridjax.cli import run_cli
 from hybridjax.data.dhp19 import DHP19Dataset, DHP19FrameDataset
 from hybridjax.data.errors import DataError
 from hybridjax.data.h36m import EventH36MDataset
+from hybridjax.errors import UserError
 from hybridjax.models import ModelConfig, init_variables
 from hybridjax.runtime import StreamingConfig, StreamingPoseEstimator
 
@@ -243,3 +248,60 @@ def test_a_degenerate_projection_matrix_is_an_error(folder, poses):
     np.save(folder / "P_matrices" / "P2.npy", far_away)
     with pytest.raises(DataError, match=r"P2\.npy: projects every joint .* outside the crop or to NaN"):
         DHP19Dataset(folder, "train")
+
+
+# ---- command line: a user's mistake is one clear message and exit status 2 (case 13) -----------------------
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run_script(monkeypatch, capsys, script, *args):
+    """Runs experiments/<script> in this process as ``python experiments/<script> args``: (status, stderr)."""
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(str(REPO / "experiments" / script), run_name="__main__")
+    return info.value.code, capsys.readouterr().err
+
+
+def _tiny_dhp19_args(shared_dir, workdir):
+    return ["tiny", "--dataset", "dhp19", "--data-dir", str(shared_dir / "fixtures" / "dhp19_mini"),
+            "--workdir", str(workdir), "--stage", "ann", "--ann.num-steps", "1", "--no-evaluate-at-end",
+            "--no-progress"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data.cameras", "7"], "camera channels are 0, 1, 2 or 3"),
+    (["--keep-last", "0"], "keep_last must be >= 1"),
+    (["--model.step-ms", "0.3"], "step_ms 0.3: exact bins need a whole number of microseconds"),
+    (["--num-devices", "-1"], "num_devices must be >= 0"),
+])
+def test_cli_config_mistakes_exit_2_without_a_traceback(monkeypatch, capsys, tmp_path, shared_dir, args, message):
+    # Before: a ValueError traceback and exit 1 (from deep inside the loaders or the checkpointer).
+    status, err = _run_script(monkeypatch, capsys, "train.py", *_tiny_dhp19_args(shared_dir, tmp_path), *args)
+    assert status == 2 and "Traceback" not in err
+    assert message in " ".join(err.replace("│", " ").split()), err
+
+
+def test_cli_mistakes_found_at_run_time_exit_2_with_one_line(monkeypatch, capsys, tmp_path, shared_dir):
+    args = _tiny_dhp19_args(shared_dir, tmp_path)
+    status, err = _run_script(monkeypatch, capsys, "train.py", *args, "--ann.batch-size", "100000")
+    assert status == 2 and "Traceback" not in err
+    assert "error: batch size 100000 is larger than the training split" in err, err
+    status, err = _run_script(monkeypatch, capsys, "train.py", *args, "--num-devices", "999")
+    assert status == 2 and "Traceback" not in err and "error: --num-devices 999: this machine has only" in err, err
+    # --debug keeps the traceback (for reporting a bug).
+    monkeypatch.setattr(sys, "argv", ["train.py", *args, "--num-devices", "999", "--debug"])
+    with pytest.raises(UserError, match="this machine has only"):
+        runpy.run_path(str(REPO / "experiments" / "train.py"), run_name="__main__")
+
+
+def test_cli_wrapper_keeps_tracebacks_for_bugs(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["x"])
+
+    def buggy():
+        raise ZeroDivisionError("a bug")
+
+    with pytest.raises(ZeroDivisionError):
+        run_cli(buggy)
+    with pytest.raises(SystemExit) as info:
+        run_cli(lambda: (_ for _ in ()).throw(DataError("f.h5", "bad")))
+    assert info.value.code == 2 and capsys.readouterr().err == "error: f.h5: bad\n"

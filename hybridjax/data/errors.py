@@ -1,8 +1,10 @@
 """The one exception type of the data side: bad input files."""
 from __future__ import annotations
 
+from hybridjax.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """An input file is missing, unreadable or inconsistent.
 
     The message always names the file (and the field or window) and says what is wrong, so a bad recording

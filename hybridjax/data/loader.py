@@ -25,6 +25,7 @@ import numpy as np
 
 from hybridjax.data.batch import batch_size as count_windows
 from hybridjax.data.batch import collate
+from hybridjax.errors import ConfigError
 
 
 def spread_indices(n: int, count: int) -> list[int]:
@@ -72,7 +73,7 @@ class BatchLoader:
         self.num_workers, self.prefetch = num_workers, prefetch
         self.process_index = process_index
         if shuffle and len(self.items) < batch_size:
-            raise ValueError(f"the split has {len(self.items)} items, fewer than one batch of {batch_size}")
+            raise ConfigError(f"batch size {batch_size} is larger than the split ({len(self.items)} items)")
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     def __len__(self) -> int:

@@ -16,10 +16,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as preservation
 
+from hybridjax.errors import ConfigError, UserError
+
 VAL_METRIC = "val_mpjpe"  # the metric the best checkpoint is chosen by (lower is better)
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
     """A stored checkpoint does not fit the model / optimiser the configuration builds."""
 
 
@@ -56,7 +58,7 @@ class StageCheckpointer:
     def __init__(self, directory: str | pathlib.Path, keep_last: int = 3, *, read_only: bool = False):
         self.directory = pathlib.Path(directory).absolute()
         if keep_last < 1:
-            raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+            raise ConfigError(f"keep_last must be >= 1, got {keep_last}")
         policy = preservation.AnyPreservationPolicy([
             preservation.LatestN(n=keep_last),
             preservation.BestN(

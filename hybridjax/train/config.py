@@ -92,6 +92,18 @@ class TrainConfig:
             raise ValueError("TrainConfig.data_dir: --dataset dhp19 needs --data-dir (the preprocessed h5 folder)")
         if self.dataset == "h36m" and self.data_dir is None:
             raise ValueError("TrainConfig.data_dir: --dataset h36m needs --data-dir")
+        if any(camera not in (0, 1, 2, 3) for camera in self.data.cameras) or not self.data.cameras:
+            raise ValueError(f"DataConfig.cameras {self.data.cameras}: camera channels are 0, 1, 2 or 3")
+        if self.keep_last < 1:
+            raise ValueError(f"TrainConfig.keep_last must be >= 1 (checkpoints kept per stage), got {self.keep_last}")
+        if self.num_devices < 0:
+            raise ValueError(f"TrainConfig.num_devices must be >= 0 (0 = all local devices), got {self.num_devices}")
+        step_us = self.model.step_ms * 1000
+        window_ms = 200 if self.dataset == "h36m" else 100  # training windows (DHP19 validation: 100 ms too)
+        if self.data.bin_mode == "exact" and (step_us <= 0 or abs(step_us - round(step_us)) > 1e-6
+                                              or window_ms * 1000 % round(step_us)):
+            raise ValueError(f"ModelConfig.step_ms {self.model.step_ms}: exact bins need a whole number of "
+                             f"microseconds dividing the {window_ms} ms window (e.g. 1, 2, 5 or 10)")
         sides = (256, 320) if self.dataset == "h36m" else (256,)
         f = self.data.downsample
         if f < 1 or any(side % f or (side // f) % 32 for side in sides):

@@ -26,6 +26,7 @@ import numpy as np
 
 from hybridjax.data.batch import shard_for_devices
 from hybridjax.data.loader import BatchLoader, spread_indices
+from hybridjax.errors import ConfigError, UserError
 from hybridjax.train import data as data_lib
 from hybridjax.train import distributed
 from hybridjax.train.checkpoint import VAL_METRIC, StageCheckpointer
@@ -37,11 +38,11 @@ from hybridjax.train.steps import compile_eval_step, compile_train_step
 VALIDATION_WINDOW_MS = 100  # SNN / hybrid validation windows during training (the training window length)
 
 
-class MissingCheckpointError(FileNotFoundError):
+class MissingCheckpointError(UserError, FileNotFoundError):
     """A stage needs the checkpoint of an earlier stage that is not in the workdir."""
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
@@ -271,10 +272,11 @@ def run_stage(config: TrainConfig, stage: str, data_dir: pathlib.Path, *, log=pr
     is_main = process_index == 0
     num_devices = config.num_devices or jax.local_device_count()
     if num_devices > jax.local_device_count():
-        raise ValueError(f"num_devices {num_devices} > {jax.local_device_count()} local devices")
+        raise ConfigError(f"--num-devices {num_devices}: this machine has only {jax.local_device_count()} local "
+                          "device(s)")
     global_devices = num_devices * process_count
     if sc.batch_size % global_devices:
-        raise ValueError(f"{stage}.batch_size {sc.batch_size} is not divisible by {global_devices} devices")
+        raise ConfigError(f"--{stage}.batch-size {sc.batch_size} is not divisible by {global_devices} devices")
     folder = stage_dir(config, stage)
     if is_main:
         folder.mkdir(parents=True, exist_ok=True)
