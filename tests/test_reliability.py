@@ -285,7 +285,7 @@ def test_cli_mistakes_found_at_run_time_exit_2_with_one_line(monkeypatch, capsys
     args = _tiny_dhp19_args(shared_dir, tmp_path)
     status, err = _run_script(monkeypatch, capsys, "train.py", *args, "--ann.batch-size", "100000")
     assert status == 2 and "Traceback" not in err
-    assert "error: batch size 100000 is larger than the training split" in err, err
+    assert "error: batch size 100000 is larger than the split (9 items)" in err, err
     status, err = _run_script(monkeypatch, capsys, "train.py", *args, "--num-devices", "999")
     assert status == 2 and "Traceback" not in err and "error: --num-devices 999: this machine has only" in err, err
     # --debug keeps the traceback (for reporting a bug).
