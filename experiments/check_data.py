@@ -43,4 +43,6 @@ def main(args: CheckArgs) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(tyro.cli(CheckArgs)))
+    from hybridjax.cli import run_cli
+
+    run_cli(lambda: main(tyro.cli(CheckArgs)))

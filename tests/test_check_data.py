@@ -104,7 +104,7 @@ def test_broken_copy_reports_every_problem_at_once(fixture_dir, tmp_path):
     errors = {f.where: f.what for f in report.errors}
     assert any("P2.npy" in where and "does not exist" in what for where, what in errors.items())
     assert "camera 2: x outside [1, 346]" in errors["test S13_session1_mov1"]
-    assert "label file of recording S2_session1_mov1 does not exist" in errors["train S2_session1_mov1"]
+    assert "events file without its label file S2_session1_mov1_events_label.h5" in errors["train S2_session1_mov1"]
     assert "timestamps not sorted" in errors["train S3_session1_mov1"]
     assert "cam0_ms_to_idx[10]" in errors["train S5_session1_mov1"]
     assert "the test split has no recording with a complete window" in errors["test"]

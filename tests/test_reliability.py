@@ -228,8 +228,8 @@ def test_orphan_label_and_events_files_are_named(folder, poses, caplog):
         dataset = DHP19Dataset(folder, "train")
     assert dataset.recording_names() == ["S1_session1_mov1"]
     assert [name for name, _ in dataset.skipped] == ["S2_session1_mov1", "S3_session1_mov1"]
-    assert "ignoring S2_session1_mov1: label file" in caplog.text
-    assert "ignoring S3_session1_mov1: events file without its label file" in caplog.text
+    assert "skipping S2_session1_mov1: label file" in caplog.text
+    assert "skipping S3_session1_mov1: events file without its label file" in caplog.text
 
 
 def test_an_empty_folder_says_no_recordings(tmp_path):
@@ -244,9 +244,11 @@ def test_a_degenerate_projection_matrix_is_an_error(folder, poses):
     np.save(folder / "P_matrices" / "P2.npy", np.zeros((3, 4)))
     with pytest.raises(DataError, match=r"P2\.npy: projection matrix is degenerate \(rank 0"):
         DHP19Dataset(folder, "train")
-    far_away = np.array([[1.0, 0, 0, 1e6], [0, 1, 0, 0], [0, 0, 0, 1]])  # rank 3, every joint 1 km to the side
-    np.save(folder / "P_matrices" / "P2.npy", far_away)
-    with pytest.raises(DataError, match=r"P2\.npy: projects every joint .* outside the crop or to NaN"):
+    poses_on_plane = poses.copy()
+    poses_on_plane[:, 2] = 0.0  # every joint at z = 0 ...
+    write_recording(folder, poses_on_plane)
+    np.save(folder / "P_matrices" / "P2.npy", np.eye(3, 4))  # ... and a rank-3 matrix with p2 = z: all at infinity
+    with pytest.raises(DataError, match=r"P2\.npy: projects every joint .* to infinity / NaN"):
         DHP19Dataset(folder, "train")
 
 

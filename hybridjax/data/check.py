@@ -318,6 +318,8 @@ def _add_skip(report: CheckReport, where: str, why: str) -> None:
     if "not sorted" in why:
         report.add("error", where, why + " (training reads this file and stops at the first window that "
                                         "touches it; add the recording to exclude)")
+    elif "without its label file" in why or "without its events file" in why:
+        report.add("error", where, why + " (training skips this recording with a warning)")
     else:
         report.add("skipped", where, why)
 

@@ -293,7 +293,7 @@ def _discover(root: pathlib.Path) -> tuple[list[pathlib.Path], list[tuple[str, s
                             f"label file {label.name} without its events file {events.name}"))
     orphans.sort()
     for name, why in orphans:
-        log.warning("DHP19 %s: ignoring %s: %s", root, name, why)
+        log.warning("DHP19 %s: skipping %s: %s", root, name, why)
     if not found:
         left = f"; ignored: {'; '.join(why for _, why in orphans)}" if orphans else ""
         raise DataError(root, f"no recordings found in {root} (no S*_session*_mov*_events.h5 files found with "
@@ -323,10 +323,11 @@ class _DHP19Base:
         self._pool = HandlePool(max_open_files)
         self.skipped: list[tuple[str, str]] = []
         self.recordings: list[_Recording] = []
-        for name, why in orphans:
-            subject = parse_recording_name(name + "_events.h5")
-            if subject is not None and (subject[0] >= test_subject_min) == (split == "test"):
-                self.skipped.append((name, why))  # warned about by _discover
+        for name, why in orphans:  # warned about by _discover; listed when split, subjects and exclude take them
+            subject = parse_recording_name(name + "_events.h5")[0]
+            if ((subject >= test_subject_min) == (split == "test") and name not in exclude
+                    and (subjects is None or subject in subjects)):
+                self.skipped.append((name, why))
         for path in paths:
             subject = parse_recording_name(path)[0]
             in_split = (subject >= test_subject_min) == (split == "test")
@@ -348,25 +349,26 @@ class _DHP19Base:
         self._by_name = {recording.name: recording for recording in self.recordings}
 
     def _check_labels(self) -> None:
-        """Skips recordings without a single usable joint; a camera matrix that loses every joint is an error."""
-        usable = {}
+        """Skips recordings without a single valid joint; a camera matrix that sends every joint of the split
+        to infinity / NaN (``p2 = 0``) is an error (rank < 3 is caught when the matrices are read)."""
+        usable = []
         for recording in self.recordings:
-            if not np.isfinite(recording.joints).all(axis=-1).any():
+            if np.isfinite(recording.joints).all(axis=-1).any():
+                usable.append(recording)
+            else:
                 self._skip(recording.name, f"no valid joint in any of its {len(recording.joints)} labels "
                                            "(all NaN)")
-                continue
-            usable[recording.name] = [bool(np.isfinite(self._pixels(recording.joints, camera)).any())
-                                      for camera in self.cameras]
-        for c, camera in enumerate(self.cameras):
-            if usable and not any(flags[c] for flags in usable.values()):
+        self.recordings = usable
+        if not usable:
+            return
+        joints = np.concatenate([r.joints[np.isfinite(r.joints).all(axis=-1)] for r in usable])  # [N, 3]
+        homogeneous = np.concatenate([joints, np.ones((len(joints), 1))], axis=-1)
+        for camera in self.cameras:
+            depth = homogeneous @ self._matrices[camera][2]
+            if not np.any(np.isfinite(depth) & (depth != 0)):
                 raise DataError(self.p_matrix_dir / f"P{CAMERA_TO_MATRIX[camera]}.npy",
                                 f"projects every joint of the {len(usable)} recording(s) of the {self.split} "
-                                f"split outside the crop or to NaN (camera {camera}); wrong matrix?")
-        for recording in self.recordings:
-            if recording.name in usable and not any(usable[recording.name]):
-                self._skip(recording.name, f"no joint of its labels falls inside the crop of camera(s) "
-                                           f"{list(self.cameras)}")
-        self.recordings = [r for r in self.recordings if r.name in usable and any(usable[r.name])]
+                                f"split to infinity / NaN (third row gives 0; camera {camera}); wrong matrix?")
 
     def _skip(self, name: str, why: str) -> None:
         log.warning("DHP19 %s split: skipping %s: %s", self.split, name, why)
