@@ -13,10 +13,9 @@ from __future__ import annotations
 import sys
 
 import jax
-import tyro
 
 from hybridjax.cli import run_cli
-from hybridjax.train.config import TrainConfig, preset_choices
+from hybridjax.train.config import TrainConfig, parse_cli
 from hybridjax.train.loop import TrainingInterrupted, train
 from hybridjax.workflow import EvaluateArgs, run_evaluation
 
@@ -33,4 +32,4 @@ def main(config: TrainConfig) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main(tyro.extras.overridable_config_cli(preset_choices(), description=__doc__)))
+    run_cli(lambda: main(parse_cli(sys.argv[1:], description=__doc__)))

@@ -141,6 +141,12 @@ def test_evaluate_end_to_end(fixture_dataset, tiny_model, tmp_path):
     np.testing.assert_allclose(main["hybrid"]["per_step"], np.nanmean(err, axis=1), rtol=1e-6)
     assert main["hybrid"]["mean_headline"] == pytest.approx(np.nanmean(err[:10]), rel=1e-6)
     assert main["hybrid"]["count"] == np.isfinite(err).sum()
+    # One camera-3 window: its bootstrap interval collapses onto the mean; the paired difference is exact.
+    interval = main["hybrid"]["interval_headline"]
+    assert interval["windows"] == 1 and interval["ci_low"] == pytest.approx(interval["mean"])
+    paired = result["paired_2d_main"]["hybrid - ann_held"]
+    assert paired["mean"] == pytest.approx(main["hybrid"]["mean_headline"] - main["ann_held"]["mean_headline"])
+    assert result["mpjpe_2d_every_step"] is None  # 10 ms steps: every step carries a label
 
     # Firing rates: the camera-3 and camera-2 windows pooled, vs the model's spike counts / neurons.
     item2 = fixture_dataset[fixture_dataset.index().index((2, item3["recording"], 0))]
@@ -202,3 +208,24 @@ def test_window_selection_spreads_evenly_and_keeps_camera_views_paired():
     picked = [ds.entries[i] for i in chosen]
     assert [e[1:] for e in picked[:4]] == [e[1:] for e in picked[4:]] == [("A", 0), ("A", 3), ("B", 0), ("B", 3)]
     assert _select_items(ds, None) == list(range(20)) and _select_items(ds, 50) == list(range(20))
+
+
+def test_interpolated_labels_and_paired_window_differences():
+    from hybridjax.eval.evaluate import StepErrors, interpolate_labels, paired_differences
+
+    values = np.full((21, 1, 2), np.nan)
+    values[[0, 10, 20]] = np.array([[0.0, 0.0], [10.0, 20.0], [np.nan, np.nan]])[:, None]
+    dense = interpolate_labels(values, np.array([0, 10, 20]))
+    np.testing.assert_allclose(dense[:11, 0], np.stack([np.arange(11.0), 2 * np.arange(11.0)], axis=1))
+    assert np.isnan(dense[11:]).all()  # next to a missing label: unknown
+
+    errors = {m: StepErrors(2) for m in ("hybrid", "ann_held")}
+    truth = np.zeros((2, 1, 2))
+    for shift in (1.0, 5.0, 9.0):  # per-window spread shared by both models, the hybrid 0.5 px better
+        errors["hybrid"].add(truth + [[[shift - 0.5, 0.0]]], truth)
+        errors["ann_held"].add(truth + [[[shift, 0.0]]], truth)
+    paired = paired_differences(errors, [("hybrid", "ann_held"), ("hybrid", "snn_alone")], headline_steps=1)
+    assert list(paired) == ["hybrid - ann_held"]
+    assert paired["hybrid - ann_held"]["mean"] == pytest.approx(-0.5)
+    assert paired["hybrid - ann_held"]["ci_high"] == pytest.approx(-0.5)
+    assert errors["hybrid"].summary(1)["interval_headline"]["ci_high"] > 5.0

@@ -62,7 +62,9 @@ def _synthetic_result(num_steps=4):
         per_step = [value] * num_steps
         if nan_last:
             per_step[-1] = float("nan")
-        return {"per_step": per_step, "mean": value, "mean_headline": value, "count": 13 * num_steps}
+        return {"per_step": per_step, "mean": value, "mean_headline": value, "count": 13 * num_steps,
+                "interval_headline": {"mean": value, "ci_low": value - 0.6, "ci_high": value + 0.6, "windows": 2},
+                "windows": 2}
 
     layers = ["static", "down1", "down2", "down3", "res1", "res2", "up1", "up2", "up3"]
     fire = {"per_step": {layer: [0.01 * (i + 1)] * num_steps for i, layer in enumerate(layers)},
@@ -94,6 +96,8 @@ def _synthetic_result(num_steps=4):
                   "width": 256, "models": models, "eval_config": {"downsample": 1}, "wall_seconds": 1.5},
         "mpjpe_2d": {"3": {m: summary(means[m]) for m in models}},
         "mpjpe_2d_main": {m: summary(means[m]) for m in models},
+        "paired_2d_main": {"hybrid - ann_held": {"mean": -0.5, "ci_low": -0.8, "ci_high": -0.2, "windows": 2}},
+        "mpjpe_2d_every_step": {m: summary(means[m] + 1.0) for m in models if m != "ann_every_label"},
         "mpjpe_3d": dict({m: summary(60.0, nan_last=True) for m in models}, windows=2, cameras=[2, 3]),
         "firing": {"hybrid": fire, "snn_alone": fire},
         "macs": {"height": 256, "width": 256, "ann": 22601007104, "initializers": 1275068416,
@@ -122,8 +126,11 @@ def test_write_report_files_and_contents(tmp_path):
     assert "samples" not in loaded
     assert loaded["energy"]["paper"]["ann_every_label"]["power_w"] == pytest.approx(3.718)
     markdown = written["markdown"].read_text()
-    assert "| hybrid ANN-SNN | 3.00 | 3.00 |" in markdown
-    assert "| SNN alone (zero init) | 20.00 |" in markdown
+    assert "| ANN held | 4.00 [3.40, 4.60] |" in markdown  # headline with its bootstrap interval
+    assert "| hybrid ANN-SNN - ANN held | -0.50 | [-0.80, -0.20] | 2 | yes |" in markdown
+    assert "### Every 10 ms step" in markdown
+    assert "| hybrid ANN-SNN | 3.00 [2.40, 3.60] | 3.00 |" in markdown
+    assert "| SNN alone (zero init) | 20.00 [19.40, 20.60] |" in markdown
     assert "3.718 W" in markdown  # ANN power at 100 Hz with the paper preset
     assert "![skeletons](skeletons.png)" in markdown
     samples = np.load(written["samples"])

@@ -92,3 +92,52 @@ def test_collate_and_shard_layouts():
     assert shards["ann_input"].shape == (2, 2, 4, 4, 20)
     with pytest.raises(ValueError, match="not divisible by 3 devices"):
         shard_for_devices(batch, 3)
+
+
+def _run_train_script(args, cwd):
+    import os
+    import subprocess
+    import sys
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, str(repo / "experiments" / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_train_script_without_dhp19_data_says_where_it_looked_and_how_to_get_it(tmp_path):
+    missing = tmp_path / "no_such_dhp19"
+    run = _run_train_script(["--dataset", "dhp19", "--data-dir", str(missing)], tmp_path)
+    assert run.returncode == 2, run.stderr
+    message = run.stderr
+    assert "Traceback" not in message and message.startswith("error: no dhp19 data in")
+    assert str(missing) in message and "does not exist" in message
+    assert f"python experiments/convert_dhp19.py RAW_ROOT {missing}" in message
+    assert "python experiments/train.py --dataset synthetic" in message
+    assert not (tmp_path / "runs").exists()  # nothing written before the data check
+
+
+def test_cli_preset_is_an_option_with_a_per_dataset_default():
+    from hybridjax.errors import ConfigError
+    from hybridjax.train.config import parse_cli
+
+    dhp19 = parse_cli(["--dataset", "dhp19"])
+    assert dhp19.model == paper_preset().model and dhp19.data_dir == pathlib.Path("data/dhp19")
+    h36m = parse_cli(["--dataset", "h36m", "--hybrid.num-steps", "3"])
+    assert h36m.ann == paper_preset().ann and h36m.data_dir == pathlib.Path("data/h36m")
+    assert h36m.hybrid.num_steps == 3
+    assert parse_cli([]) == tiny_preset() == parse_cli(["tiny"]) == parse_cli(["--preset", "tiny"])
+    chosen = parse_cli(["--preset=tiny", "--dataset", "dhp19", "--data-dir", "/d"])
+    assert chosen.model == tiny_preset().model and chosen.data_dir == pathlib.Path("/d")
+    with pytest.raises(ConfigError, match="--preset needs one of"):
+        parse_cli(["--preset", "huge"])
+
+
+def test_cli_help_lists_the_presets_and_their_docs(capsys):
+    from hybridjax.train.config import parse_cli
+
+    with pytest.raises(SystemExit):
+        parse_cli(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--preset NAME" in text and "dhp19 -> paper" in text and "synthetic -> tiny" in text
+    assert "paper: The paper's setting" in text and "tiny: A CPU-sized end-to-end run" in text

@@ -39,7 +39,7 @@ import numpy as np
 
 from hybridjax.data.loader import BatchLoader, spread_indices
 from hybridjax.eval import energy as energy_model
-from hybridjax.eval import firing, triangulation
+from hybridjax.eval import firing, statistics, triangulation
 from hybridjax.eval.macs import hybrid_macs
 from hybridjax.eval.predict import Predictors
 from hybridjax.eval.protocol import CalibratedWindowDataset, WindowDataset
@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 # Model names in report order.
 MODELS = ("hybrid", "ann_every_label", "ann_held", "snn_alone", "snn_trained")
+# Paired per-window differences reported with their bootstrap intervals: (model, baseline).
+PAIRED = (("hybrid", "ann_held"), ("hybrid", "ann_every_label"), ("hybrid", "snn_alone"),
+          ("hybrid", "snn_trained"))
 # The 2-D label period of DHP19 (labels at 100 Hz).
 LABEL_PERIOD_MS = 10
 
@@ -72,14 +75,22 @@ class EvalConfig:
 
 
 class StepErrors:
-    """Accumulates per-step sums of joint errors and valid-joint counts (exact NaN-aware means)."""
+    """Accumulates per-step sums of joint errors and valid-joint counts (exact NaN-aware means).
+
+    Every :meth:`add` is one window: its per-step sums and counts are also kept as a row, so that
+    :meth:`summary` can give bootstrap intervals over windows (:mod:`hybridjax.eval.statistics`) and two
+    accumulators fed the same windows in the same order can be compared window by window.
+    """
 
     def __init__(self, num_steps: int):
         self.sums = np.zeros(num_steps, dtype=np.float64)  # summed joint errors per step
         self.counts = np.zeros(num_steps, dtype=np.int64)  # valid joints per step
+        self.window_sums: list[np.ndarray] = []  # one [T] row of error sums per added window
+        self.window_counts: list[np.ndarray] = []  # one [T] row of valid-joint counts per added window
 
     def add(self, pred, true) -> None:
-        """Adds ``pred``, ``true`` of shape ``[T, ..., J, D]`` (D = 2 pixels or 3 mm); NaN truth is skipped."""
+        """Adds one window: ``pred``, ``true`` of shape ``[T, J, D]`` (D = 2 pixels or 3 mm); NaN truth is
+        skipped."""
         pred = np.asarray(pred, dtype=np.float64)
         true = np.asarray(true, dtype=np.float64)
         if pred.shape != true.shape or pred.shape[0] != self.sums.shape[0]:
@@ -88,8 +99,27 @@ class StepErrors:
         err = np.linalg.norm(pred - true, axis=-1)
         valid = np.isfinite(err)
         axes = tuple(range(1, err.ndim))
-        self.sums += np.where(valid, err, 0.0).sum(axis=axes)
-        self.counts += valid.sum(axis=axes)
+        sums = np.where(valid, err, 0.0).sum(axis=axes)
+        counts = valid.sum(axis=axes)
+        self.sums += sums
+        self.counts += counts
+        self.window_sums.append(sums)
+        self.window_counts.append(counts)
+
+    def window_totals(self, steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-window error sums and valid counts over the first ``steps`` steps (all when None): ``[N]``."""
+        if not self.window_sums:
+            return np.zeros(0), np.zeros(0)
+        return (np.stack(self.window_sums)[:, :steps].sum(axis=1),
+                np.stack(self.window_counts)[:, :steps].sum(axis=1))
+
+    def interval(self, steps: int | None = None) -> dict | None:
+        """:func:`~hybridjax.eval.statistics.mean_with_ci` of the first ``steps`` steps: the 95% bootstrap
+        interval over windows of :meth:`mean` (``None`` without a valid joint)."""
+        sums, counts = self.window_totals(steps)
+        if counts.sum() == 0:
+            return None
+        return statistics.mean_with_ci(sums, counts)
 
     def per_step(self) -> np.ndarray:
         """Mean error per step, NaN where no joint was valid."""
@@ -104,7 +134,40 @@ class StepErrors:
 
     def summary(self, headline_steps: int) -> dict:
         return {"per_step": self.per_step().tolist(), "mean": self.mean(),
-                "mean_headline": self.mean(headline_steps), "count": int(self.counts.sum())}
+                "mean_headline": self.mean(headline_steps), "count": int(self.counts.sum()),
+                "interval_headline": self.interval(headline_steps), "windows": len(self.window_sums)}
+
+
+def paired_differences(errors: dict, pairs, headline_steps: int) -> dict:
+    """``{"a - b": interval}`` of the paired per-window difference of headline means (same windows, same
+    order in both accumulators), for each ``(a, b)`` of ``pairs`` present in ``errors``."""
+    out = {}
+    for a, b in pairs:
+        if a in errors and b in errors and errors[a].window_sums:
+            sums_a, counts_a = errors[a].window_totals(headline_steps)
+            sums_b, counts_b = errors[b].window_totals(headline_steps)
+            if ((counts_a > 0) & (counts_b > 0)).any():
+                out[f"{a} - {b}"] = statistics.paired_difference_ci(sums_a, counts_a, sums_b, counts_b)
+    return out
+
+
+def interpolate_labels(values: np.ndarray, label_steps: np.ndarray) -> np.ndarray:
+    """Linear interpolation in time of ``[T, J, D]`` values known at ``label_steps`` onto every step.
+
+    Steps before the first or after the last labelled step, and steps next to a missing (NaN) label, stay
+    NaN. This is the ground truth of the every-step (1 ms) curves: DHP19 labels come at 100 Hz.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    out = np.full_like(values, np.nan)
+    if label_steps.size == 0:
+        return out
+    out[label_steps] = values[label_steps]
+    for left, right in zip(label_steps[:-1], label_steps[1:], strict=True):
+        if right - left < 2:
+            continue
+        w = (np.arange(left + 1, right) - left) / (right - left)
+        out[left + 1:right] = (1.0 - w)[:, None, None] * values[left] + w[:, None, None] * values[right]
+    return out
 
 
 def _select_items(dataset: WindowDataset, max_windows: int | None) -> list[int]:
@@ -226,6 +289,10 @@ class Accumulators:
     def __init__(self, setup: EvalSetup, dataset: WindowDataset, ec: EvalConfig, neurons: dict[str, int]):
         self.setup, self.dataset, self.ec, self.neurons = setup, dataset, ec, neurons
         self.errors_2d = {camera: {m: StepErrors(setup.num_steps) for m in setup.models} for camera in setup.cameras}
+        # Every-step curves (1 ms steps) against labels interpolated between the 100 Hz labels, for the models
+        # that predict at every step; only when the steps are finer than the labels.
+        self.errors_every_step = ({m: StepErrors(setup.num_steps) for m in setup.models if m != "ann_every_label"}
+                                  if len(setup.label_steps) < setup.num_steps else {})
         self.spiking = {m: firing.FiringAccumulator(neurons) for m in ("hybrid", "snn_alone", "snn_trained")
                         if m in setup.models}
         self.views = (None if setup.note_3d is not None
@@ -243,6 +310,10 @@ class Accumulators:
             kept = {m: np.asarray(preds[m][:, b], dtype=np.float64) for m in self.setup.models}
             for m in self.setup.models:
                 self.errors_2d[camera][m].add(kept[m], truth)
+            if self.errors_every_step and camera == self.setup.main_camera:
+                dense_truth = interpolate_labels(truth, np.asarray(self.setup.label_steps))
+                for m, acc in self.errors_every_step.items():
+                    acc.add(kept[m], dense_truth)
             if self.views is not None and camera in self.ec.cameras_3d:
                 self.views.add(batch["recording"][b], int(batch["window_start_ms"][b]), camera,
                                batch["joints_3d"][:, b], kept)
@@ -325,8 +396,12 @@ def summarise(accumulators: Accumulators, config, num_windows: int) -> dict:
                      for camera, per_model in accumulators.errors_2d.items()},
     }
     result["mpjpe_2d_main"] = result["mpjpe_2d"][str(setup.main_camera)]
+    result["paired_2d_main"] = paired_differences(accumulators.errors_2d[setup.main_camera], PAIRED, headline)
+    every = accumulators.errors_every_step
+    result["mpjpe_2d_every_step"] = {m: acc.summary(headline) for m, acc in every.items()} if every else None
     views = accumulators.views
     result["mpjpe_3d"] = views.summary(headline) if views is not None else None
+    result["paired_3d"] = paired_differences(views.errors, PAIRED, headline) if views is not None else None
     result["firing"] = {name: _firing_summary(acc, headline) for name, acc in accumulators.spiking.items()}
     counted = hybrid_macs(config, setup.height // ec.downsample, setup.width // ec.downsample)
     result["macs"] = counted.as_dict()

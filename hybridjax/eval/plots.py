@@ -57,19 +57,25 @@ def _step_times(result: dict) -> np.ndarray:
 
 def plot_mpjpe_over_time(result: dict, path) -> pathlib.Path:
     """2-D MPJPE per step within a window (main camera), one line per model; 3-D beside it when present."""
-    has_3d = result.get("mpjpe_3d") is not None
-    fig = _figure(11 if has_3d else 6.5, 4)
-    panels = [("mpjpe_2d_main", f"2-D MPJPE, camera {result['setup']['main_camera']} [px]")]
-    if has_3d:
+    camera = result["setup"]["main_camera"]
+    panels = [("mpjpe_2d_main", f"2-D MPJPE at the labels, camera {camera} [px]")]
+    if result.get("mpjpe_2d_every_step"):
+        panels.append(("mpjpe_2d_every_step", f"2-D MPJPE every {result['setup']['step_ms']:g} ms, camera "
+                       f"{camera} [px]\n(labels interpolated)"))
+    if result.get("mpjpe_3d") is not None:
         panels.append(("mpjpe_3d", "3-D MPJPE [mm]"))
+    fig = _figure(1.0 + 5.0 * len(panels), 4)
     times = _step_times(result)
     for i, (key, ylabel) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
+        dense = key == "mpjpe_2d_every_step"
         for model in result["setup"]["models"]:
+            if model not in result[key]:
+                continue
             values = _values(result[key][model]["per_step"])
             valid = np.isfinite(values)
-            ax.plot(times[valid], values[valid], marker="o", markersize=3, label=MODEL_LABELS.get(model, model),
-                    color=MODEL_COLORS.get(model))
+            ax.plot(times[valid], values[valid], marker=None if dense else "o", markersize=3,
+                    label=MODEL_LABELS.get(model, model), color=MODEL_COLORS.get(model))
         ax.axvline(result["setup"]["headline_ms"], color="grey", linestyle=":", linewidth=1)
         ax.set_xlabel("time in window [ms]")
         ax.set_ylabel(ylabel)

@@ -58,15 +58,40 @@ def _has_paper_reference(setup: dict) -> bool:
     return "H36M" not in str(setup.get("dataset", ""))
 
 
+def _with_interval(value, interval: dict | None) -> str:
+    """``12.34 [11.90, 12.80]``: a mean with its 95% bootstrap interval over windows (when known)."""
+    if not interval:
+        return _fmt(value)
+    return f"{_fmt(value)} [{_fmt(interval['ci_low'])}, {_fmt(interval['ci_high'])}]"
+
+
 def _mpjpe_table(summaries: dict, models, unit: str, headline_ms, reference: dict = PAPER_REFERENCE) -> list[str]:
-    lines = [f"| model | mean, first {headline_ms:g} ms [{unit}] | mean, whole window [{unit}] | first labelled "
-             f"step [{unit}] | joints scored | paper |", "|---|---|---|---|---|---|"]
+    lines = [f"| model | mean, first {headline_ms:g} ms [{unit}] [95% CI] | mean, whole window [{unit}] | first "
+             f"scored step [{unit}] | windows | joints scored | paper |", "|---|---|---|---|---|---|---|"]
     for model in models:
+        if model not in summaries:
+            continue
         s = summaries[model]
         per_step = [v for v in s["per_step"] if v is not None and math.isfinite(v)]
         first = per_step[0] if per_step else None
-        lines.append(f"| {plots.MODEL_LABELS.get(model, model)} | {_fmt(s['mean_headline'])} | {_fmt(s['mean'])} "
-                     f"| {_fmt(first)} | {s['count']} | {reference.get(model, '')} |")
+        lines.append(f"| {plots.MODEL_LABELS.get(model, model)} | "
+                     f"{_with_interval(s['mean_headline'], s.get('interval_headline'))} | {_fmt(s['mean'])} "
+                     f"| {_fmt(first)} | {s.get('windows', 'n/a')} | {s['count']} | {reference.get(model, '')} |")
+    return lines
+
+
+def _paired_table(paired: dict | None, unit: str, headline_ms) -> list[str]:
+    """Paired per-window differences (model - baseline) of the headline means with their intervals."""
+    if not paired:
+        return []
+    lines = ["", f"Paired per-window differences of the first-{headline_ms:g}-ms means (negative: the first model "
+             "is better), 95% bootstrap intervals over the same windows:", "",
+             f"| difference | estimate [{unit}] | 95% CI | windows | interval below 0 |", "|---|---|---|---|---|"]
+    for name, iv in paired.items():
+        a, b = (plots.MODEL_LABELS.get(m, m) for m in name.split(" - "))
+        below = iv["ci_high"] is not None and iv["ci_high"] < 0
+        lines.append(f"| {a} - {b} | {_fmt(iv['mean'])} | [{_fmt(iv['ci_low'])}, {_fmt(iv['ci_high'])}] | "
+                     f"{iv['windows']} | {'yes' if below else 'no'} |")
     return lines
 
 
@@ -89,7 +114,14 @@ def markdown_report(result: dict, title: str = "hybridjax evaluation", images: d
     out += ["", f"## 2-D MPJPE, camera {setup['main_camera']} (pixels of {frame})", ""]
     if not reference:
         out += ["The paper column is empty: its numbers are for DHP19.", ""]
+    out += ["Errors are scored at the labelled steps (100 Hz), where every model has a prediction. Intervals: 95% "
+            "percentile bootstrap over windows (hybridjax.eval.statistics).", ""]
     out += _mpjpe_table(r["mpjpe_2d_main"], models, "px", headline, reference)
+    out += _paired_table(r.get("paired_2d_main"), "px", headline)
+    if r.get("mpjpe_2d_every_step"):
+        out += ["", f"### Every {setup['step_ms']:g} ms step, camera {setup['main_camera']} (labels linearly "
+                "interpolated between the 100 Hz labels)", ""]
+        out += _mpjpe_table(r["mpjpe_2d_every_step"], models, "px", headline, reference)
     for camera, summaries in r["mpjpe_2d"].items():
         if int(camera) != setup["main_camera"]:
             out += ["", f"### camera {camera}", ""] + _mpjpe_table(summaries, models, "px", headline, reference)
@@ -97,6 +129,7 @@ def markdown_report(result: dict, title: str = "hybridjax evaluation", images: d
         m3 = r["mpjpe_3d"]
         out += ["", f"## 3-D MPJPE, cameras {m3['cameras']} triangulated ({m3['windows']} windows, mm)", ""]
         out += _mpjpe_table(m3, models, "mm", headline, reference)
+        out += _paired_table(r.get("paired_3d"), "mm", headline)
     elif setup.get("mpjpe_3d_note"):
         out += ["", "## 3-D MPJPE", "", f"3-D MPJPE {setup['mpjpe_3d_note']}."]
     out += ["", "## Firing rates (spikes per neuron per step, mean over the first "

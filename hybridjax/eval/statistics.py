@@ -92,3 +92,30 @@ class WindowErrors:
     def per_step(self, **kwargs) -> list[dict]:
         """:func:`mean_with_ci` of every step on its own."""
         return [self.over_steps([t], **kwargs) for t in range(self.num_steps)]
+
+
+def paired_difference_ci(sums_a, counts_a, sums_b, counts_b, *, confidence: float = 0.95,
+                         num_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
+    """``{"mean", "ci_low", "ci_high", "windows"}`` of ``MPJPE_a - MPJPE_b`` for two models on the same windows.
+
+    Both ratios are recomputed on the *same* draws of windows, so the window-to-window variation the two
+    models share cancels; an interval entirely below zero says a is better than b on this population of
+    windows. Only windows where both models have valid joints are used.
+    """
+    arrays = [np.asarray(a, np.float64) for a in (sums_a, counts_a, sums_b, counts_b)]
+    if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 1:
+        raise ValueError("paired_difference_ci: the four per-window arrays must be equal 1-D, got "
+                         f"{[a.shape for a in arrays]}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"paired_difference_ci: confidence must be in (0, 1), got {confidence}")
+    keep = (arrays[1] > 0) & (arrays[3] > 0)
+    sa, ca, sb, cb = (a[keep] for a in arrays)
+    if sa.size == 0:
+        return {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "windows": 0}
+    n = sa.size
+    weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=num_resamples)
+    diffs = (weights @ sa) / (weights @ ca) - (weights @ sb) / (weights @ cb)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(diffs, [tail, 1.0 - tail])
+    return {"mean": float(sa.sum() / ca.sum() - sb.sum() / cb.sum()), "ci_low": float(low), "ci_high": float(high),
+            "windows": int(n)}

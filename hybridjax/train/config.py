@@ -15,6 +15,7 @@ import json
 import pathlib
 from typing import Literal
 
+from hybridjax.errors import ConfigError
 from hybridjax.models.config import ModelConfig
 
 STAGE_ORDER = ("ann", "snn", "hybrid")
@@ -184,7 +185,7 @@ def paper_preset() -> TrainConfig:
     """
     return TrainConfig(
         dataset="dhp19",
-        data_dir=pathlib.Path("data/dhp19"),
+        data_dir=DEFAULT_DATA_DIR["dhp19"],
         workdir=pathlib.Path("runs/paper"),
         model=ModelConfig.preset("paper"),
         data=DataConfig(bin_mode="paper"),
@@ -241,3 +242,67 @@ def preset(name: str) -> TrainConfig:
 def preset_choices() -> dict[str, tuple[str, TrainConfig]]:
     """``{name: (description, config)}`` for ``tyro.extras.overridable_config_cli``."""
     return {name: (" ".join(fn.__doc__.split()), fn()) for name, fn in PRESETS.items()}
+
+
+# Where --dataset looks without --data-dir (synthetic: generated into the cache folder).
+DEFAULT_DATA_DIR = {"dhp19": pathlib.Path("data/dhp19"), "h36m": pathlib.Path("data/h36m")}
+# The preset a command line without --preset starts from, per --dataset (no --dataset: synthetic).
+DEFAULT_PRESET = {"dhp19": "paper", "h36m": "paper", "synthetic": "tiny"}
+
+
+def _take_preset(args: list[str]) -> tuple[str | None, list[str]]:
+    """Removes ``--preset NAME`` / ``--preset=NAME`` or a leading bare preset name from ``args``."""
+    rest, name = list(args), None
+    if rest and rest[0] in PRESETS:
+        name = rest.pop(0)
+    for i, arg in enumerate(rest):
+        if arg == "--preset":
+            if i + 1 >= len(rest) or rest[i + 1] not in PRESETS:
+                raise ConfigError(f"--preset needs one of {', '.join(sorted(PRESETS))}")
+            name = rest[i + 1]
+            del rest[i:i + 2]
+            break
+        if arg.startswith("--preset="):
+            name = arg.split("=", 1)[1]
+            if name not in PRESETS:
+                raise ConfigError(f"unknown --preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+            del rest[i]
+            break
+    return name, rest
+
+
+def _dataset_arg(args: list[str]) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == "--dataset" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--dataset="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def presets_help() -> str:
+    """The ``--preset`` option and every preset's docstring, for ``--help``."""
+    lines = ["--preset NAME (or NAME as the first argument) picks the starting configuration; without it the "
+             "preset follows --dataset: " + ", ".join(f"{d} -> {p}" for d, p in DEFAULT_PRESET.items())
+             + " (no --dataset: synthetic). Presets:"]
+    for name, fn in PRESETS.items():
+        lines.append(f"  {name}: " + " ".join(fn.__doc__.split()))
+    return "\n\n".join(lines)
+
+
+def parse_cli(args: list[str], description: str = "") -> TrainConfig:
+    """The training configuration of a command line: a preset (``--preset``, a leading preset name, or the
+    default of ``--dataset``) with every field overridable, e.g. ``--dataset dhp19 --data-dir X``."""
+    import tyro
+
+    name, rest = _take_preset(args)
+    if name is None:
+        dataset = _dataset_arg(rest) or "synthetic"
+        name = DEFAULT_PRESET.get(dataset, "tiny")
+    config = tyro.cli(TrainConfig, default=preset(name), args=rest,
+                      description=(description + "\n\n" + presets_help()).strip())
+    if not any(arg == "--data-dir" or arg.startswith("--data-dir=") for arg in rest):
+        # A preset's data folder belongs to its own data set: --dataset h36m looks in data/h36m, synthetic
+        # generates into the cache.
+        config = dataclasses.replace(config, data_dir=DEFAULT_DATA_DIR.get(config.dataset))
+    return config

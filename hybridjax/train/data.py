@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pathlib
 
+from hybridjax.errors import UserError
 from hybridjax.train.config import TrainConfig
 
 STAGE_KEYS = {
@@ -34,12 +35,49 @@ def synthetic_cache_dir(config: TrainConfig) -> pathlib.Path:
     return pathlib.Path(base) / f"synthetic-{config.data.synthetic_preset}-{config.data.synthetic_seed}"
 
 
+class MissingDataError(UserError, FileNotFoundError):
+    """The data folder of a real data set is missing or holds no recordings (the message says how to get it)."""
+
+
+_HOW_TO_GET = {
+    "dhp19": (
+        "DHP19 is not bundled. Download the public release (DVS_movies and Vicon_data, "
+        "https://sites.google.com/view/dhp19) and convert it with\n"
+        "    python experiments/convert_dhp19.py RAW_ROOT {path}\n"
+        "(or point --data-dir at a folder in the official preprocessed h5 layout)."
+    ),
+    "h36m": (
+        "Event-Human3.6M is not bundled: --data-dir must hold the official layout "
+        "(<subject>/upsample/<Action>.<camera>/events.h5 and labels.h5)."
+    ),
+}
+
+
+def missing_data_message(dataset: str, path: pathlib.Path, problem: str) -> str:
+    """The one message a run with no data prints: where it looked, how to get the data, the synthetic run."""
+    how = _HOW_TO_GET.get(dataset, "").format(path=path)
+    return (f"no {dataset} data in {path} ({problem}).\n{how}\n"
+            "To train on the generated synthetic DHP19 data instead (no download):\n"
+            "    python experiments/train.py --dataset synthetic")
+
+
+def _check_recordings(dataset: str, path: pathlib.Path) -> None:
+    if not path.is_dir():
+        raise MissingDataError(missing_data_message(dataset, path, "the folder does not exist"))
+    if dataset == "dhp19" and not any(path.glob("*_events.h5")):
+        raise MissingDataError(missing_data_message(dataset, path, "no S*_session*_mov*_events.h5 files"))
+    if dataset == "h36m" and not (path / "labels.h5").is_file():
+        raise MissingDataError(missing_data_message(dataset, path, "no labels.h5"))
+
+
 def resolve_data_dir(config: TrainConfig, log=print) -> pathlib.Path:
-    """The data folder; for a synthetic run without ``--data-dir`` generate it into the cache first."""
+    """The data folder; for a synthetic run without ``--data-dir`` generate it into the cache first.
+
+    Raises :class:`MissingDataError` when the folder is missing or holds no recordings.
+    """
     if config.data_dir is not None:
         path = pathlib.Path(config.data_dir)
-        if not path.is_dir():
-            raise FileNotFoundError(f"--data-dir {path} does not exist")
+        _check_recordings(config.dataset, path)
         return path
     if config.dataset != "synthetic":
         raise ValueError(f"--dataset {config.dataset} needs --data-dir")

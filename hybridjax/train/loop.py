@@ -415,11 +415,11 @@ def setup_processes(config: TrainConfig) -> None:
 def train(config: TrainConfig, *, log=print) -> dict[str, StageResult]:
     """Runs the configured stages in order; returns ``{stage: StageResult}`` and writes summary.json."""
     setup_processes(config)
+    data_dir = _shared_data_dir(config, log)  # first: a run without data stops before writing anything
     workdir = pathlib.Path(config.workdir)
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json())
-    data_dir = _shared_data_dir(config, log)
     results = {}
     for stage in config.stages():
         has_own = (stage_dir(config, stage) / "checkpoints").is_dir()
