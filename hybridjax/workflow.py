@@ -32,6 +32,10 @@ class EvaluateArgs:
     batch_size: int = 4  # windows per jitted call
     include_snn: bool = True  # also evaluate the separately trained pure SNN when its checkpoint exists
     plots: bool = True  # write the PNG plots
+    # Also sweep the ANN period (20-200 ms) and the output rate (100 Hz-1 kHz where the model's step allows) and
+    # add the accuracy-versus-power section (hybridjax.eval.tradeoff) to the report
+    tradeoff: bool = False
+    tradeoff_max_items: int = 0  # windows of the main camera in the sweep (0 = max_items, or all)
 
 
 def run_evaluation(args: EvaluateArgs, log=print) -> dict:
@@ -67,6 +71,16 @@ def run_evaluation(args: EvaluateArgs, log=print) -> dict:
         + (f" (at most {args.max_items} per camera)" if args.max_items else ""))
     predictors = Predictors.from_variables(config.model, variables, config.data.downsample, snn_variables)
     result = evaluate(predictors, dataset, eval_config)
+    if args.tradeoff:
+        from hybridjax.eval.tradeoff import TradeoffConfig, evaluate_tradeoff
+
+        sweep = TradeoffConfig(max_windows=args.tradeoff_max_items or args.max_items or None,
+                               batch_size=args.batch_size, downsample=config.data.downsample,
+                               camera=eval_config.main_camera)
+        log(f"evaluate: trade-off sweep (ANN periods {list(sweep.periods_ms)} ms, output rates "
+            f"{list(sweep.output_rates_hz)} Hz)")
+        result["tradeoff"] = evaluate_tradeoff(variables, config.model, dataset, sweep)
+        log(f"evaluate: sweep took {result['tradeoff']['setup']['wall_seconds']:.0f} s")
     result["setup"]["checkpoint_step"] = step
     result["setup"]["workdir"] = str(args.workdir)
     out_dir = args.out_dir or pathlib.Path(args.workdir) / "report"

@@ -18,6 +18,7 @@ under; :func:`mac_records` keeps it (joined across sub-jaxprs) so MACs can be gr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -158,8 +159,12 @@ class HybridMacs:
         return dict(dataclasses.asdict(self), snn_step_total=self.snn_step_total)
 
 
+@functools.lru_cache(maxsize=32)
 def hybrid_macs(config, height: int = 256, width: int = 256) -> HybridMacs:
     """Counts the ANN, initialiser and per-conv SNN MACs of ``HybridModel(config)`` for one sample.
+
+    Cached per (config, height, width): tracing the model takes seconds on a CPU and the count is a pure
+    function of them (the result is frozen).
 
     Nothing is computed: the variables come from ``jax.eval_shape(model.init, ...)`` and the counts from
     the jaxprs of ``HybridModel.ann_init`` (ANN + initialisers), ``ANNUNet`` (ANN) and the full hybrid call

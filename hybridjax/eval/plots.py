@@ -179,3 +179,99 @@ def plot_skeletons(samples: list[dict], path, model: str = "hybrid", num_frames:
             if row == 0 and col == 0:
                 ax.legend(fontsize=6, loc="lower left")
     return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------------- trade-off and ablation
+
+def _error_bar(ax, power, mpjpe: dict, **kwargs):
+    low, high = mpjpe.get("ci_low"), mpjpe.get("ci_high")
+    yerr = None
+    if low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
+        yerr = [[mpjpe["mean"] - low], [high - mpjpe["mean"]]]
+    ax.errorbar([power], [mpjpe["mean"]], yerr=yerr, capsize=2, **kwargs)
+
+
+def plot_power_vs_mpjpe(tradeoff: dict, path) -> pathlib.Path:
+    """The sweep of :func:`hybridjax.eval.tradeoff.evaluate_tradeoff`: power (log) against 2-D MPJPE.
+
+    One curve per model (the hybrid: one per output rate), every point labelled with its rates and drawn
+    with its 95% interval; the paper's DHP19 points as black stars, labelled as the paper's.
+    """
+    from hybridjax.eval.tradeoff import MODEL_NAMES, PAPER_POINTS, fmt_rate
+
+    fig = _figure(8, 5.5)
+    ax = fig.add_subplot(1, 1, 1)
+    points = [p for p in tradeoff["points"] if p["power_w"] and p["mpjpe"]["mean"] is not None
+              and math.isfinite(p["mpjpe"]["mean"])]
+    curves: dict[tuple, list[dict]] = {}
+    for p in points:
+        key = (p["model"], p["output_rate_hz"]) if p["model"] == "hybrid" else (p["model"], None)
+        curves.setdefault(key, []).append(p)
+    cmap = colormaps["Reds"]
+    hybrid_rates = sorted(r for m, r in curves if m == "hybrid")
+    for (model, rate), members in curves.items():
+        members = sorted(members, key=lambda p: p["power_w"])
+        if model == "hybrid":
+            color = cmap(0.45 + 0.5 * hybrid_rates.index(rate) / max(len(hybrid_rates) - 1, 1))
+            label = f"{MODEL_NAMES[model]}, {fmt_rate(rate)} output"
+        else:
+            color = {"ann_held": "tab:cyan", "ann_at_rate": "tab:blue"}[model]
+            label = MODEL_NAMES[model]
+        ax.plot([p["power_w"] for p in members], [p["mpjpe"]["mean"] for p in members], color=color, label=label,
+                linewidth=1.2)
+        for p in members:
+            _error_bar(ax, p["power_w"], p["mpjpe"], color=color, marker="o", markersize=4)
+            text = (f"ANN {fmt_rate(1000.0 / p['period_ms'])}" if model != "ann_at_rate"
+                    else fmt_rate(p["output_rate_hz"]))
+            ax.annotate(text, (p["power_w"], p["mpjpe"]["mean"]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7, color=color)
+    for i, (label, power, mpjpe) in enumerate(PAPER_POINTS):
+        ax.scatter([power], [mpjpe], marker="*", s=120, color="black", zorder=5,
+                   label="paper's points (DHP19, real data)" if i == 0 else None)
+        ax.annotate(label, (power, mpjpe), textcoords="offset points", xytext=(6, -6 - 9 * i), fontsize=7)
+    ax.set_xscale("log")
+    setup = tradeoff["setup"]
+    ax.set_xlabel(f"power [W] ({setup['energy_preset']} energy preset, model at "
+                  f"{setup['height']}x{setup['width']})")
+    ax.set_ylabel(f"2-D MPJPE, camera {setup['camera']} [px] (95% CI, {setup['num_windows']} windows)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def plot_ablation(ablation: dict, path) -> pathlib.Path:
+    """The paper's ablation figure redrawn: MPJPE over the first ANN period per variant, ours and the paper's.
+
+    Left: ours (per-step mean with its 95% interval band). Right: the paper's DHP19 numbers (SPEC section 5),
+    which give only the first and the tenth step of each curve (joined by a straight dashed line).
+    """
+    from hybridjax.eval.ablation import PAPER_ABLATION, VARIANT_LABELS
+
+    fig = _figure(12, 4.5)
+    ours = fig.add_subplot(1, 2, 1)
+    cmap = colormaps["tab10"]
+    for i, (name, entry) in enumerate(ablation["variants"].items()):
+        steps = [s for s in entry["per_step"] if s["mean"] is not None and math.isfinite(s["mean"])]
+        times = np.array([s["time_ms"] for s in steps])
+        mean = np.array([s["mean"] for s in steps])
+        ours.plot(times, mean, marker="o", markersize=3, color=cmap(i), label=VARIANT_LABELS.get(name, name))
+        low = np.array([np.nan if s["ci_low"] is None else s["ci_low"] for s in steps], dtype=np.float64)
+        high = np.array([np.nan if s["ci_high"] is None else s["ci_high"] for s in steps], dtype=np.float64)
+        ours.fill_between(times, low, high, color=cmap(i), alpha=0.15)
+    setup = ablation["setup"]
+    ours.set_title(f"hybridjax on {setup['dataset']} ({setup['num_windows']} windows, 95% CI)", fontsize=9)
+    ours.set_xlabel("time since the ANN initialisation [ms]")
+    ours.set_ylabel("2-D MPJPE [px of the 256 crop]")
+    ours.grid(alpha=0.3)
+    ours.legend(fontsize=7)
+    paper = fig.add_subplot(1, 2, 2)
+    for i, (name, (first, tenth, note)) in enumerate(PAPER_ABLATION.items()):
+        paper.plot([10, 100], [first, tenth], linestyle="--", marker="s", color=cmap(i),
+                   label=f"{VARIANT_LABELS.get(name, name)} ({note})")
+    paper.set_title("the paper's DHP19 results (camera 3; first and tenth step only)", fontsize=9)
+    paper.set_xlabel("time since the ANN initialisation [ms]")
+    paper.set_ylabel("2-D MPJPE [px of the 256 crop]")
+    paper.set_yscale("log")
+    paper.grid(alpha=0.3, which="both")
+    paper.legend(fontsize=6)
+    return _save(fig, path)

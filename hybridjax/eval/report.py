@@ -174,9 +174,14 @@ def markdown_report(result: dict, title: str = "hybridjax evaluation", images: d
         out.append(f"| {label} | " + " | ".join(cell(p) for p in presets) + " |")
     out += ["", "Paper (DHP19, camera 3): ANN 3.718 W at 100 Hz, hybrid 0.424 W (88 % less); energy per "
             "synaptic operation 0.38 pJ; see hybridjax.eval.energy for the model and the ANN per-MAC figure."]
+    if r.get("tradeoff"):
+        from hybridjax.eval.tradeoff import tradeoff_markdown
+
+        image = pathlib.Path(images["power_vs_mpjpe"]).name if images and "power_vs_mpjpe" in images else None
+        out += [""] + tradeoff_markdown(r["tradeoff"], image)
     if images:
         out += ["", "## Figures", ""]
-        out += [f"![{name}]({pathlib.Path(path).name})" for name, path in images.items()]
+        out += [f"![{name}]({pathlib.Path(path).name})" for name, path in images.items() if name != "power_vs_mpjpe"]
     return "\n".join(out) + "\n"
 
 
@@ -194,6 +199,8 @@ def write_report(result: dict, out_dir, title: str = "hybridjax evaluation", plo
         images["mpjpe_over_time"] = plots.plot_mpjpe_over_time(result, out_dir / "mpjpe_over_time.png")
         images["firing_rates"] = plots.plot_firing_rates(result, out_dir / "firing_rates.png")
         images["energy_vs_accuracy"] = plots.plot_energy_vs_accuracy(result, out_dir / "energy_vs_accuracy.png")
+        if result.get("tradeoff"):
+            images["power_vs_mpjpe"] = plots.plot_power_vs_mpjpe(result["tradeoff"], out_dir / "power_vs_mpjpe.png")
         if result.get("samples"):
             images["skeletons"] = plots.plot_skeletons(result["samples"], out_dir / "skeletons.png")
     written.update(images)

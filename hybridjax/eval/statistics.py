@@ -9,6 +9,8 @@ window, so a resample is one matrix product: ``(W @ e) / (W @ n)`` with ``W ~ Mu
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 DEFAULT_RESAMPLES = 2000  # bootstrap draws (the quantiles move by ~0.01 px between seeds at this count)
@@ -119,3 +121,14 @@ def paired_difference_ci(sums_a, counts_a, sums_b, counts_b, *, confidence: floa
     low, high = np.quantile(diffs, [tail, 1.0 - tail])
     return {"mean": float(sa.sum() / ca.sum() - sb.sum() / cb.sum()), "ci_low": float(low), "ci_high": float(high),
             "windows": int(n)}
+
+
+def format_interval(entry: dict, digits: int = 2) -> str:
+    """``"12.34 [11.90, 12.81]"`` from a :func:`mean_with_ci` dict (``n/a`` without a mean; no interval part
+    when it is missing)."""
+    mean, low, high = entry.get("mean"), entry.get("ci_low"), entry.get("ci_high")
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"

@@ -1,0 +1,46 @@
+"""The paper's ablation (what the ANN initialises): trains A-D and the hybrid from scratch, writes one report.
+
+Pick a training preset (the recipe every variant trains with), then override any field::
+
+    python experiments/ablation.py tiny                                  # synthetic, CPU
+    python experiments/ablation.py tiny --reuse-workdir runs/tiny        # reuse the main job's stages
+    python experiments/ablation.py paper --train.data-dir /data/dhp19_h5 --workdir runs/ablation_paper
+
+Variants: snn (A, pure SNN), output_init (B), state_init (C), full (D, the hybrid), scratch (the hybrid
+without the pretrained SNN). The report (table with 95% intervals, the figure redrawn beside the paper's
+numbers) goes to <workdir>/report. Re-running the same command resumes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import tyro
+
+from hybridjax.ablation_study import AblationConfig, run_ablation
+from hybridjax.train.config import preset_choices
+from hybridjax.train.loop import MissingCheckpointError, NonFiniteLossError, TrainingInterrupted
+
+
+def presets() -> dict[str, tuple[str, AblationConfig]]:
+    """One ablation preset per training preset (its recipe), working in runs/ablation_<name>."""
+    return {name: (f"the {name} training recipe: {description}",
+                   AblationConfig(train=dataclasses.replace(cfg, progress=False),
+                                  workdir=cfg.workdir.parent / f"ablation_{name}"))
+            for name, (description, cfg) in preset_choices().items()}
+
+
+def main(config: AblationConfig) -> int:
+    try:
+        run_ablation(config)
+    except TrainingInterrupted as stop:
+        print(str(stop), file=sys.stderr)
+        return 128 + stop.signum if stop.signum else 1
+    except (MissingCheckpointError, NonFiniteLossError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(tyro.extras.overridable_config_cli(presets(), description=__doc__)))
