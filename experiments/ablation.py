@@ -18,8 +18,9 @@ import sys
 import tyro
 
 from hybridjax.ablation_study import AblationConfig, run_ablation
+from hybridjax.cli import run_cli
 from hybridjax.train.config import preset_choices
-from hybridjax.train.loop import MissingCheckpointError, NonFiniteLossError, TrainingInterrupted
+from hybridjax.train.loop import TrainingInterrupted
 
 
 def presets() -> dict[str, tuple[str, AblationConfig]]:
@@ -36,11 +37,8 @@ def main(config: AblationConfig) -> int:
     except TrainingInterrupted as stop:
         print(str(stop), file=sys.stderr)
         return 128 + stop.signum if stop.signum else 1
-    except (MissingCheckpointError, NonFiniteLossError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(tyro.extras.overridable_config_cli(presets(), description=__doc__)))
+    run_cli(lambda: main(tyro.extras.overridable_config_cli(presets(), description=__doc__)))

@@ -8,7 +8,6 @@ import pytest
 from hybridjax import metrics
 from hybridjax.data.batch import pool_pixels
 from hybridjax.eval import energy, firing
-from hybridjax.eval.evaluate import dhp19_ann_inputs
 from hybridjax.eval.macs import hybrid_macs
 from hybridjax.eval.tradeoff import (
     TradeoffConfig,
@@ -86,7 +85,8 @@ def test_one_point_equals_two_direct_runs_of_the_hybrid(fixture_dataset):
     cfg = ModelConfig.preset("tiny_10ms")
     item = fixture_dataset[0]
     s = int(item["window_start_ms"])
-    ann_inputs = pool_pixels(dhp19_ann_inputs(fixture_dataset)(item["recording"], 3, [s, s + 100]), POOL)
+    ann_inputs = pool_pixels(np.stack([fixture_dataset.ann_input_at(item["recording"], 3, ms) for ms in (s, s + 100)]),
+                             POOL)
     events = pool_pixels(item["events"], POOL)  # [20, 32, 32, 2]
     halves = np.stack([events[:10], events[10:]], axis=1)  # [10, 2, ...]: the two ANN periods as a batch
     variables = _numpy_variables(HybridModel(cfg), ann_inputs, halves, seed=3)

@@ -11,8 +11,8 @@ Variants (SPEC section 5; the official figure ``experiments_dhp19/hybrid_ablatio
 
 :func:`evaluate_ablation` receives one predict function per variant (``(ann_input, events) -> landmarks``,
 built by :func:`variant_predictor` from a model's variables or by anything else) and a window dataset
-(:mod:`hybridjax.eval.evaluate`'s), and scores every labelled step of the first ANN period of each window:
-a table row per variant with the first-period mean, the first and the last labelled step of the period,
+(:class:`~hybridjax.eval.protocol.WindowDataset`), and scores every labelled step of the first ANN period of
+each window: a table row per variant with the first-period mean, the first and the last labelled step of the period,
 each with a 95% bootstrap interval over windows (:mod:`hybridjax.eval.statistics`), and the per-step curve.
 """
 from __future__ import annotations
@@ -48,8 +48,8 @@ Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (ann_input [B,H,W,
 def variant_predictor(kind: str, config, variables, downsample: int = 1) -> Predictor:
     """A jitted predict function: ``kind`` "hybrid" (``HybridModel(config)``, its variant from the config) or
     "snn" (``SNNModel(config)``, the ANN input ignored); landmarks in full-resolution pixels."""
+    from hybridjax.metrics import predicted_landmarks
     from hybridjax.models import HybridModel, SNNModel
-    from hybridjax.train.steps import predicted_landmarks
 
     if kind == "hybrid":
         model = HybridModel(config)
@@ -73,25 +73,24 @@ def evaluate_ablation(predictors: dict[str, Predictor], dataset, *, period_ms: f
     ``time_ms``, the end of the step after the initialisation).
     """
     from hybridjax.data.batch import pool_pixels
-    from hybridjax.eval.evaluate import LABEL_PERIOD_MS, _select_items
+    from hybridjax.eval.evaluate import _select_items
 
     if not predictors:
         raise ValueError("evaluate_ablation: no variant to evaluate")
     started = time.perf_counter()
     first = dataset[0]
     num_steps = first["events"].shape[0]
-    window_ms = getattr(dataset, "window_ms", None) or num_steps * LABEL_PERIOD_MS
+    window_ms = dataset.window_ms
     step_ms = window_ms / num_steps
-    period_ms = period_ms or getattr(dataset, "window_step_ms", None) or getattr(
-        getattr(dataset, "config", None), "window_step_ms", 100)
+    period_ms = period_ms or dataset.window_step_ms
     period_steps = int(round(period_ms / step_ms))
     if not 1 <= period_steps <= num_steps:
         raise ValueError(f"evaluate_ablation: a {period_ms} ms period does not fit a {window_ms:g} ms window")
     labelled = np.flatnonzero(np.asarray(first["step_has_label"], bool)[:period_steps])
-    cameras = tuple(getattr(dataset, "cameras", (first["camera"],)))
+    cameras = tuple(dataset.cameras)
     camera = camera if camera in cameras else cameras[0]
-    indices = [i for i in _select_items(dataset, max_windows)
-               if (dataset.index()[i][0] if hasattr(dataset, "index") else dataset[i]["camera"]) == camera]
+    index = dataset.index()
+    indices = [i for i in _select_items(dataset, max_windows) if index[i][0] == camera]
     errors = {name: WindowErrors(period_steps) for name in predictors}
     for start in range(0, len(indices), batch_size):
         items = [dataset[i] for i in indices[start:start + batch_size]]

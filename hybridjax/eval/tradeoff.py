@@ -142,18 +142,19 @@ def _periods_back(x: np.ndarray, segments: int) -> np.ndarray:
 
 def evaluate_tradeoff(model_variables, config, dataset, tc: TradeoffConfig | None = None, *,
                       ann_inputs_fn=None, log=None) -> dict:
-    """Runs the sweep on ``dataset`` (a window dataset of :func:`hybridjax.eval.evaluate.evaluate`).
+    """Runs the sweep on ``dataset`` (a :class:`~hybridjax.eval.protocol.WindowDataset`).
 
     ``model_variables``: ``HybridModel(config)`` variables; ``config``: its ModelConfig, trained at
     ``config.step_ms`` (the dataset's bins must have that length). Returns a JSON-ready dict (``setup``,
     ``points``: one entry per model and point with ``mpjpe {mean, ci_low, ci_high, windows}`` and
-    ``power_w``, ``skipped``).
+    ``power_w``, ``skipped``). ``ann_inputs_fn(recording, camera, ms list) -> [L, H, W, 20]`` replaces the
+    dataset's ``ann_input_at`` (tests).
     """
     from hybridjax.data.batch import pool_pixels
-    from hybridjax.eval.evaluate import LABEL_PERIOD_MS, _select_items, dhp19_ann_inputs
+    from hybridjax.eval.evaluate import _select_items
     from hybridjax.eval.macs import hybrid_macs
+    from hybridjax.metrics import predicted_landmarks
     from hybridjax.models import ANNUNet, HybridModel
-    from hybridjax.train.steps import predicted_landmarks
 
     tc = tc or TradeoffConfig()
     preset = energy_model.preset(tc.energy_preset)
@@ -162,7 +163,7 @@ def evaluate_tradeoff(model_variables, config, dataset, tc: TradeoffConfig | Non
     started = time.perf_counter()
     first = dataset[0]
     num_steps = first["events"].shape[0]
-    window_ms = getattr(dataset, "window_ms", None) or num_steps * LABEL_PERIOD_MS
+    window_ms = dataset.window_ms
     if abs(window_ms / num_steps - config.step_ms) > 1e-9:
         raise ValueError(f"evaluate_tradeoff: the dataset's steps are {window_ms / num_steps:g} ms, the model's "
                          f"{config.step_ms:g} ms")
@@ -170,11 +171,12 @@ def evaluate_tradeoff(model_variables, config, dataset, tc: TradeoffConfig | Non
     if not points:
         raise ValueError(f"evaluate_tradeoff: no point of the sweep fits the model's {config.step_ms:g} ms step "
                          f"and the {window_ms:g} ms window: {skipped}")
-    cameras = tuple(getattr(dataset, "cameras", (first["camera"],)))
+    cameras = tuple(dataset.cameras)
     camera = tc.camera if tc.camera in cameras else cameras[0]
-    indices = [i for i in _select_items(dataset, tc.max_windows) if _camera_of(dataset, i) == camera]
-    ann_inputs_fn = ann_inputs_fn or dhp19_ann_inputs(dataset)
-    label_times_fn = getattr(dataset, "label_times_ms", None)
+    index = dataset.index()
+    indices = [i for i in _select_items(dataset, tc.max_windows) if index[i][0] == camera]
+    ann_inputs_fn = ann_inputs_fn or (lambda recording, cam, ms_list: np.stack(
+        [dataset.ann_input_at(recording, cam, int(ms)) for ms in ms_list]))
     label_steps = np.flatnonzero(np.asarray(first["step_has_label"], bool))
     f = tc.downsample
     height, width = first["events"].shape[1] // f, first["events"].shape[2] // f
@@ -192,11 +194,6 @@ def evaluate_tradeoff(model_variables, config, dataset, tc: TradeoffConfig | Non
     errors.update({("ann_held", p.period_ms): WindowErrors(num_steps) for p in points})
     errors["ann_at_rate"] = WindowErrors(num_steps)
     spikes = {p: firing.FiringAccumulator(neurons) for p in points}
-
-    def every_label_ms(start):
-        if label_times_fn is not None:
-            return [int(ms) for ms in label_times_fn(int(start))]
-        return [int(start) + LABEL_PERIOD_MS * (k + 1) for k in range(len(label_steps))]
 
     first_of_period = {p.period_ms: p for p in reversed(points)}  # the run that also scores ann_held
     step_has_label = np.asarray(first["step_has_label"], bool)
@@ -228,7 +225,7 @@ def evaluate_tradeoff(model_variables, config, dataset, tc: TradeoffConfig | Non
                 held_uv = np.repeat(held, num_steps // segments, axis=0)  # [T, B, J, 2]
                 for b in range(real):
                     errors["ann_held", point.period_ms].add(np.where(unlabelled, np.nan, held_uv[:, b]), truth[b])
-        every_label = [ann_inputs_fn(it["recording"], it["camera"], every_label_ms(it["window_start_ms"]))
+        every_label = [ann_inputs_fn(it["recording"], it["camera"], dataset.label_times_ms(int(it["window_start_ms"])))
                        for it in items]  # [L, H, W, 20] each
         every = np.full((num_steps, tc.batch_size) + truth[0].shape[1:], np.nan)
         for k, step in enumerate(label_steps):
@@ -272,12 +269,6 @@ def evaluate_tradeoff(model_variables, config, dataset, tc: TradeoffConfig | Non
         "points": result_points,
         "skipped": skipped,
     }
-
-
-def _camera_of(dataset, index: int):
-    if hasattr(dataset, "index"):
-        return dataset.index()[index][0]
-    return dataset[index]["camera"]
 
 
 def _real_windows(x: np.ndarray, axis: int, segments: int, real: int) -> np.ndarray:
