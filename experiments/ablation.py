@@ -13,14 +13,12 @@ numbers) goes to <workdir>/report. Re-running the same command resumes.
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 import tyro
 
 from hybridjax.ablation_study import AblationConfig, run_ablation
 from hybridjax.cli import run_cli
 from hybridjax.train.config import preset_choices
-from hybridjax.train.loop import TrainingInterrupted
 
 
 def presets() -> dict[str, tuple[str, AblationConfig]]:
@@ -32,11 +30,7 @@ def presets() -> dict[str, tuple[str, AblationConfig]]:
 
 
 def main(config: AblationConfig) -> int:
-    try:
-        run_ablation(config)
-    except TrainingInterrupted as stop:
-        print(str(stop), file=sys.stderr)
-        return 128 + stop.signum if stop.signum else 1
+    run_ablation(config)  # a SIGTERM / Ctrl-C stop exits via run_cli with 128 + signal; re-running resumes
     return 0
 
 

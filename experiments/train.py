@@ -16,16 +16,12 @@ import jax
 
 from hybridjax.cli import run_cli
 from hybridjax.train.config import TrainConfig, parse_cli
-from hybridjax.train.loop import TrainingInterrupted, train
+from hybridjax.train.loop import train
 from hybridjax.workflow import EvaluateArgs, run_evaluation
 
 
 def main(config: TrainConfig) -> int:
-    try:
-        train(config)
-    except TrainingInterrupted as stop:
-        print(str(stop), file=sys.stderr)
-        return 128 + stop.signum if stop.signum else 1
+    train(config)  # a SIGTERM / Ctrl-C stop (TrainingInterrupted) exits via run_cli with 128 + signal
     if config.evaluate_at_end and config.stage in ("all", "hybrid") and jax.process_index() == 0:
         run_evaluation(EvaluateArgs(workdir=config.workdir, max_items=config.max_eval_items))
     return 0

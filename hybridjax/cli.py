@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from hybridjax.errors import UserError
+from hybridjax.errors import Interrupted, UserError
 
 USAGE_ERROR = 2  # exit status of a user error (the same as a command-line parse error)
 
@@ -31,6 +31,9 @@ def run_cli(main: Callable[[], object]) -> NoReturn:
         if not isinstance(error, UserError):
             print("(run with --debug for the traceback)", file=sys.stderr)
         sys.exit(USAGE_ERROR)
+    except Interrupted as stop:  # a checkpointed stop on a signal: its message says how to resume
+        print(str(stop), file=sys.stderr)
+        sys.exit(stop.exit_status)
     except KeyboardInterrupt:
         if debug:
             raise

@@ -13,3 +13,19 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A setting is invalid, or does not fit the data or the machine (the message names the setting)."""
+
+
+class Interrupted(Exception):
+    """A run stopped on request (a signal) after saving its state: the message says how to resume.
+
+    :func:`hybridjax.cli.run_cli` prints it and exits with :attr:`exit_status` (128 + the signal number, the
+    shell's convention; 1 when no signal caused it).
+    """
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum if self.signum else 1

@@ -307,3 +307,12 @@ def test_cli_wrapper_keeps_tracebacks_for_bugs(monkeypatch, capsys):
     with pytest.raises(SystemExit) as info:
         run_cli(lambda: (_ for _ in ()).throw(DataError("f.h5", "bad")))
     assert info.value.code == 2 and capsys.readouterr().err == "error: f.h5: bad\n"
+
+
+def test_cli_wrapper_exits_with_128_plus_the_signal_of_a_checkpointed_stop(monkeypatch, capsys):
+    from hybridjax.train.loop import TrainingInterrupted
+
+    monkeypatch.setattr(sys, "argv", ["x"])
+    with pytest.raises(SystemExit) as info:
+        run_cli(lambda: (_ for _ in ()).throw(TrainingInterrupted("hybrid: stopped by signal SIGTERM", 15)))
+    assert info.value.code == 143 and capsys.readouterr().err == "hybrid: stopped by signal SIGTERM\n"

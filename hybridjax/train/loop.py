@@ -26,7 +26,7 @@ import numpy as np
 
 from hybridjax.data.batch import shard_for_devices
 from hybridjax.data.loader import BatchLoader, spread_indices
-from hybridjax.errors import ConfigError, UserError
+from hybridjax.errors import ConfigError, Interrupted, UserError
 from hybridjax.train import data as data_lib
 from hybridjax.train import distributed
 from hybridjax.train.checkpoint import VAL_METRIC, StageCheckpointer
@@ -46,12 +46,8 @@ class NonFiniteLossError(UserError, FloatingPointError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(Interrupted):
     """SIGTERM / SIGINT arrived; a checkpoint was saved and the run stopped (re-run to resume)."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signum = signum
 
 
 # ------------------------------------------------------------------------------------ models and states
