@@ -55,7 +55,7 @@ def load_model(args: StreamArgs):
     config = TrainConfig.from_json((args.workdir / "config.json").read_text())
     config = dataclasses.replace(config, workdir=args.workdir)
     state, step = restore_stage_state(config, "hybrid", args.which)
-    variables = {"params": {**state.params, **state.frozen_params}, "batch_stats": state.batch_stats}
+    variables = state.variables()
     return variables, config.model, config.data.downsample, f"{args.workdir} hybrid step {step}"
 
 

@@ -141,8 +141,7 @@ def evaluate_variants(config: AblationConfig, log=print) -> dict:
         cfg = stage_config(config, variant)
         stage = "snn" if variant == "snn" else "hybrid"
         state, steps[variant] = restore_stage_state(cfg, stage, "best")
-        variables = {"params": {**state.params, **state.frozen_params}, "batch_stats": state.batch_stats}
-        predictors[variant] = variant_predictor(stage, cfg.model, variables, downsample)
+        predictors[variant] = variant_predictor(stage, cfg.model, state.variables(), downsample)
     dataset = data_lib.build_dataset(base, "hybrid", "test", data_lib.resolve_data_dir(base, log))
     cameras = tuple(base.data.cameras)
     result = evaluate_ablation(predictors, dataset, batch_size=config.eval_batch_size,

@@ -50,7 +50,7 @@ def run_evaluation(args: EvaluateArgs, log=print) -> dict:
     data_dir = data_lib.resolve_data_dir(config, log)
 
     state, step = restore_stage_state(config, "hybrid", args.which)
-    variables = {"params": {**state.params, **state.frozen_params}, "batch_stats": state.batch_stats}
+    variables = state.variables()
     snn_variables = None
     if args.include_snn:
         try:
@@ -58,7 +58,7 @@ def run_evaluation(args: EvaluateArgs, log=print) -> dict:
         except MissingCheckpointError:
             log("evaluate: no pure SNN checkpoint, skipping the trained-SNN baseline")
         else:
-            snn_variables = {"params": snn_state.params, "batch_stats": snn_state.batch_stats}
+            snn_variables = snn_state.variables()
             log(f"evaluate: pure SNN from step {snn_step}")
     dataset = data_lib.build_dataset(config, "hybrid", "test", data_dir)
     cameras = tuple(config.data.cameras)

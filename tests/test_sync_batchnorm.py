@@ -190,8 +190,7 @@ def test_step_model_sets_the_axis_only_in_the_traced_copy():
     model = SNNModel(cfg)
 
     def state(axis_name, model=model):
-        return TrainState.create(model=model, tx=adam(1e-3), params={}, settings=StepSettings(stage="snn",
-                                                                                             axis_name=axis_name))
+        return TrainState.create(model=model, tx=adam(1e-3), params={}, settings=StepSettings(axis_name=axis_name))
 
     synced = step_model(state("batch"))
     assert synced.config == dataclasses.replace(cfg, batch_norm_axis_name="batch")

@@ -16,7 +16,7 @@ from hybridjax.train.loop import (
     MissingCheckpointError,
     NonFiniteLossError,
     TrainingInterrupted,
-    initial_state,
+    fresh_state,
     restore_stage_state,
     run_stage,
     train,
@@ -64,7 +64,7 @@ def hook_dataset_reads(monkeypatch, on_read):
 
 def test_round_trip_retention_and_mismatch(tmp_path):
     cfg = TrainConfig(workdir=tmp_path, model=ModelConfig.preset("tiny_10ms"), data=DataConfig(downsample=8))
-    state = initial_state(cfg, "hybrid")
+    state = fresh_state(cfg, "hybrid")
     arrays = jax.device_get(state.arrays())
     ckpt = StageCheckpointer(tmp_path / "ckpt", keep_last=2)
     for step, val in [(1, 9.0), (2, 4.0), (3, None), (4, 6.0), (5, None)]:
@@ -76,7 +76,7 @@ def test_round_trip_retention_and_mismatch(tmp_path):
     assert_trees_equal({k: v for k, v in restored.items() if k != "step"},
                        {k: v for k, v in arrays.items() if k != "step"})
     # Another width: the error names the offending entries and their shapes.
-    other = initial_state(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, snn_widths=(8, 12, 16, 32))),
+    other = fresh_state(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, snn_widths=(8, 12, 16, 32))),
                           "hybrid")
     pattern = (r"batch_stats/initializers/down3/bn1/mean: checkpoint has shape \(24,\) float32, "
                r"the configuration expects \(32,\)")
@@ -118,10 +118,10 @@ def test_recreated_states_share_one_compiled_step(tmp_path):
     # jit keys on the state's pytree structure, optimiser included: a resumed or re-created state must equal
     # the first one there, or every resume (and the SIGTERM test below) compiles the train step again.
     cfg = TrainConfig(workdir=tmp_path, model=ModelConfig.preset("tiny_10ms"), data=DataConfig(downsample=8))
-    first, again = initial_state(cfg, "ann"), initial_state(cfg, "ann")
+    first, again = fresh_state(cfg, "ann"), fresh_state(cfg, "ann")
     assert jax.tree_util.tree_structure(first) == jax.tree_util.tree_structure(again)
     other_lr = dataclasses.replace(cfg, ann=dataclasses.replace(cfg.ann, learning_rate=2e-4))
-    assert jax.tree_util.tree_structure(initial_state(other_lr, "ann")) != jax.tree_util.tree_structure(first)
+    assert jax.tree_util.tree_structure(fresh_state(other_lr, "ann")) != jax.tree_util.tree_structure(first)
 
 
 def test_resume_after_sigterm_matches_uninterrupted_run(shared_dir, tmp_path, monkeypatch):

@@ -25,7 +25,8 @@ PMAP_SCRIPT = textwrap.dedent('''
     from hybridjax.data.batch import collate, shard_for_devices
     from hybridjax.train import data as data_lib, distributed, steps
     from hybridjax.train.config import DataConfig, StageConfig, TrainConfig
-    from hybridjax.train.loop import initial_state
+    from hybridjax.train.loop import fresh_state
+    from hybridjax.train.stages import stage as stage_record
 
     assert jax.local_device_count() == 4, jax.devices()
     fixture, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
@@ -37,7 +38,7 @@ PMAP_SCRIPT = textwrap.dedent('''
 
     def batch_of(stage):
         ds = data_lib.build_dataset(cfg, stage, "train", fixture)
-        return collate([ds[i] for i in range(4)], data_lib.STAGE_KEYS[stage], downsample=8)
+        return collate([ds[i] for i in range(4)], stage_record(stage).train_fields, downsample=8)
 
     def flat(tree):
         return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree_util.tree_leaves(tree)])
@@ -60,11 +61,11 @@ PMAP_SCRIPT = textwrap.dedent('''
     # pmapped step, so their normalisation and running statistics are those of the global batch as well.
     for stage in ("ann", "snn", "hybrid"):
         batch = batch_of(stage)
-        single = with_tx(initial_state(cfg, stage, 1))
-        ref_state, ref_metrics = jax.jit(steps.TRAIN_STEPS[stage])(single, batch, rng)
-        multi = with_tx(initial_state(cfg, stage, 4))
+        single = with_tx(fresh_state(cfg, stage, 1))
+        ref_state, ref_metrics = jax.jit(stage_record(stage).train_step)(single, batch, rng)
+        multi = with_tx(fresh_state(cfg, stage, 4))
         multi = multi.with_arrays(distributed.replicate(multi.arrays()))
-        pm_state, pm_metrics = steps.compile_train_step(stage, 4)(
+        pm_state, pm_metrics = steps.compile_train_step(stage_record(stage).train_step, 4)(
             multi, shard_for_devices(batch, 4), distributed.replicated_rng(rng, 4))
         pm_host = distributed.unreplicate(pm_state.arrays())
         replicas_equal = all(np.array_equal(np.asarray(x)[0], np.asarray(x)[d])

@@ -14,7 +14,8 @@ from hybridjax.models import ModelConfig
 from hybridjax.train import data as data_lib
 from hybridjax.train import steps
 from hybridjax.train.config import DataConfig, StageConfig, TrainConfig
-from hybridjax.train.loop import initial_state
+from hybridjax.train.loop import fresh_state
+from hybridjax.train.stages import stage as stage_record
 
 DOWNSAMPLE = 8
 
@@ -30,7 +31,7 @@ def fixture_config(shared_dir, workdir="unused") -> TrainConfig:
 
 def first_batch(config, stage):
     dataset = data_lib.build_dataset(config, stage, "train", config.data_dir)
-    loader = BatchLoader(dataset, 2, fields=data_lib.STAGE_KEYS[stage], seed=config.seed, downsample=DOWNSAMPLE)
+    loader = BatchLoader(dataset, 2, fields=stage_record(stage).train_fields, seed=config.seed, downsample=DOWNSAMPLE)
     return loader.batch(0)
 
 
@@ -42,10 +43,10 @@ def leaves_differ(a, b):
 @pytest.mark.parametrize("stage", ["ann", "snn"])
 def test_one_step_changes_every_parameter(shared_dir, stage):
     config = fixture_config(shared_dir)
-    state = initial_state(config, stage)
+    state = fresh_state(config, stage)
     before = jax.device_get(state.arrays())
     batch = first_batch(config, stage)
-    new_state, metrics = jax.jit(steps.TRAIN_STEPS[stage])(state, batch, jax.random.PRNGKey(0))
+    new_state, metrics = jax.jit(stage_record(stage).train_step)(state, batch, jax.random.PRNGKey(0))
     assert np.isfinite(float(metrics["loss"])) and float(metrics["loss"]) > 0
     assert int(new_state.step) == 1
     changed = leaves_differ(before["params"], new_state.params)
@@ -57,7 +58,7 @@ def test_one_step_changes_every_parameter(shared_dir, stage):
 
 def test_hybrid_step_keeps_ann_frozen(shared_dir):
     config = fixture_config(shared_dir)
-    state = initial_state(config, "hybrid")
+    state = fresh_state(config, "hybrid")
     assert set(state.params) == {"initializers", "snn"} and set(state.frozen_params) == {"ann"}
     # Adam holds moments for the trainable tree only.
     opt_paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]]
@@ -85,7 +86,7 @@ def test_sequence_targets_only_labelled_steps_count(shared_dir):
     batch = first_batch(config, "snn")
     mask = batch["step_has_label"]
     assert mask.shape == (100,) and mask.sum() == 10
-    state = initial_state(config, "snn")
+    state = fresh_state(config, "snn")
     out = state.model.apply(state.variables(), batch["events"], train=True, mutable=["batch_stats"])[0]
     targets = steps.heatmap_targets(jnp.asarray(batch["landmarks"]), 32, 32, DOWNSAMPLE)
     per_step = [float(losses.heatmap_mse(out.heatmaps[t], targets[t])) for t in np.flatnonzero(mask)]

@@ -1,11 +1,12 @@
 """Training-step benchmarks of the three stages with the real step functions of :mod:`hybridjax.train`.
 
-A step is ``jit(TRAIN_STEPS[stage], donate_argnums=0)``: value_and_grad of the stage's loss + the Adam
-update (the hybrid's ANN is frozen: it sits outside the optimiser and under ``stop_gradient``, so no ANN
-backward is computed). The batch is synthetic (sparse random events, landmarks in the image) with the
-exact shapes the data loaders produce. FLOPs are counted twice: XLA's cost analysis of the compiled step
-(which counts a loop body once) and ``2 x`` the dense conv/dot MACs of the step's jaxpr
-(:func:`hybridjax.eval.macs.count_macs`, which multiplies scanned bodies by their length).
+A step is ``jit(stage.train_step, donate_argnums=0)`` of the stage's record in the registry
+(:mod:`hybridjax.train.stages`): value_and_grad of the stage's loss + the Adam update (the hybrid's ANN is
+frozen: it sits outside the optimiser and under ``stop_gradient``, so no ANN backward is computed). The
+batch is synthetic (sparse random events, landmarks in the image) with the exact shapes the data loaders
+produce. FLOPs are counted twice: XLA's cost analysis of the compiled step (which counts a loop body once)
+and ``2 x`` the dense conv/dot MACs of the step's jaxpr (:func:`hybridjax.eval.macs.count_macs`, which
+multiplies scanned bodies by their length).
 """
 from __future__ import annotations
 
@@ -17,46 +18,37 @@ import numpy as np
 
 from hybridjax.bench.harness import Timing, compile_and_time
 from hybridjax.eval.macs import count_macs
-from hybridjax.models import ANNUNet, HybridModel, ModelConfig, SNNModel, init_variables
+from hybridjax.models import ModelConfig
+from hybridjax.train import stages
 from hybridjax.train.state import StepSettings, TrainState, adam
-from hybridjax.train.steps import TRAIN_STEPS
-
-STAGE_MODELS = {"ann": ANNUNet, "snn": SNNModel, "hybrid": HybridModel}
 
 
 def synthetic_batch(stage: str, cfg: ModelConfig, *, resolution: int, batch_size: int, num_steps: int,
                     event_rate: float = 0.02, seed: int = 0) -> dict:
-    """A batch with the loader's keys and shapes: events ``[T,B,H,W,2]`` counts, ANN frames ``[B,H,W,20]``."""
+    """The fields the stage's train step reads, with the loader's shapes: events ``[T,B,H,W,2]`` counts,
+    ANN frames ``[B,H,W,20]``, landmarks in the image."""
     rng = np.random.default_rng(seed)
     h = w = resolution
-    j = cfg.num_joints
-
-    def frame():
-        return rng.poisson(0.3, (batch_size, h, w, cfg.ann_in_channels)).astype(np.float32)
-
-    landmarks = rng.uniform(4, resolution - 4, (num_steps, batch_size, j, 2)).astype(np.float32)
-    if stage == "ann":
-        return {"ann_input": jnp.asarray(frame()), "ann_landmarks": jnp.asarray(landmarks[0])}
-    batch = {
-        "events": jnp.asarray(rng.poisson(event_rate, (num_steps, batch_size, h, w, cfg.snn_in_channels))
-                              .astype(np.float32)),
-        "landmarks": jnp.asarray(landmarks),
-        "step_has_label": jnp.ones((num_steps,), bool),
+    landmarks = rng.uniform(4, resolution - 4, (num_steps, batch_size, cfg.num_joints, 2)).astype(np.float32)
+    fields = {
+        "ann_input": lambda: rng.poisson(0.3, (batch_size, h, w, cfg.ann_in_channels)),
+        "ann_input_next": lambda: rng.poisson(0.3, (batch_size, h, w, cfg.ann_in_channels)),
+        "events": lambda: rng.poisson(event_rate, (num_steps, batch_size, h, w, cfg.snn_in_channels)),
+        "landmarks": lambda: landmarks,
+        "ann_landmarks": lambda: landmarks[0],
     }
-    if stage == "hybrid":
-        batch["ann_input"] = jnp.asarray(frame())
-        batch["ann_input_next"] = jnp.asarray(frame())
+    batch = {name: jnp.asarray(fields[name]().astype(np.float32)) for name in stages.stage(stage).train_fields
+             if name in fields}
+    if "step_has_label" in stages.stage(stage).train_fields:
+        batch["step_has_label"] = jnp.ones((num_steps,), bool)
     return batch
 
 
-def initial_state(stage: str, cfg: ModelConfig, *, learning_rate: float = 1e-4, seed: int = 0) -> TrainState:
-    """A fresh training state of the stage (the hybrid's ANN frozen, as in training)."""
-    variables = init_variables(stage, cfg, jax.random.key(seed))
-    params = dict(variables["params"])
-    frozen = {"ann": params.pop("ann")} if stage == "hybrid" else {}
-    return TrainState.create(model=STAGE_MODELS[stage](cfg), tx=adam(learning_rate),
-                             settings=StepSettings(stage=stage), params=params, frozen_params=frozen,
-                             batch_stats=dict(variables.get("batch_stats", {})))
+def benchmark_state(stage: str, cfg: ModelConfig, *, resolution: int, learning_rate: float = 1e-4,
+                    seed: int = 0) -> TrainState:
+    """A fresh training state of the stage as training builds it (the hybrid's ANN frozen)."""
+    return stages.initial_state(stages.stage(stage), cfg, jax.random.key(seed), height=resolution,
+                                width=resolution, tx=adam(learning_rate), settings=StepSettings())
 
 
 @dataclasses.dataclass
@@ -88,12 +80,10 @@ class StepBenchmark:
 def benchmark_train_step(stage: str, cfg: ModelConfig, *, resolution: int, batch_size: int, num_steps: int,
                          repeats: int = 3) -> StepBenchmark:
     """Compiles and times one training step of ``stage`` (state donated, as in training)."""
-    if stage not in TRAIN_STEPS:
-        raise ValueError(f"unknown stage {stage!r}; choose one of {sorted(TRAIN_STEPS)}")
-    state = initial_state(stage, cfg)
+    step = stages.stage(stage).train_step  # ValueError naming the stages for an unknown one
+    state = benchmark_state(stage, cfg, resolution=resolution)
     batch = synthetic_batch(stage, cfg, resolution=resolution, batch_size=batch_size, num_steps=num_steps)
     rng = jax.random.key(1)
-    step = TRAIN_STEPS[stage]
     flops = 2.0 * count_macs(step, state, batch, rng)
 
     def carry(args, result):

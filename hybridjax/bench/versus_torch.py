@@ -1,11 +1,11 @@
 """hybridjax's hybrid training step against the PyTorch baseline, alternated step by step on one machine.
 
-The PyTorch re-implementation of the official step (:mod:`hybridjax.bench.torch_baseline`, float64 parity with
-the golden files) runs in its own process (``experiments/benchmark_torch.py --serve``), so that the two thread
-pools never share a process, and both sides keep their compiled step / model alive. The comparison then
-alternates: one hybridjax step, one PyTorch step, ``rounds`` times. On a machine whose speed drifts (a shared
-VM) two separate runs minutes apart can differ by 30%; alternating exposes both to the same conditions, and the
-per-round ratio is reported next to the medians.
+The PyTorch re-implementation of the official step (``benchmarks/torch_baseline.py``, outside the package;
+float64 parity with the golden files) runs in its own process (``experiments/benchmark_torch.py --serve``),
+so that the two thread pools never share a process, and both sides keep their compiled step / model alive.
+The comparison then alternates: one hybridjax step, one PyTorch step, ``rounds`` times. On a machine whose
+speed drifts (a shared VM) two separate runs minutes apart can differ by 30%; alternating exposes both to
+the same conditions, and the per-round ratio is reported next to the medians.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import time
 
 import jax
 
-from hybridjax.bench.training import initial_state, synthetic_batch
+from hybridjax.bench.training import benchmark_state, synthetic_batch
 from hybridjax.models import ModelConfig
-from hybridjax.train.steps import TRAIN_STEPS
+from hybridjax.train.stages import stage
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -68,10 +68,10 @@ def compare_with_torch(cfg: ModelConfig, *, torch_python: str, resolution: int, 
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    state = initial_state("hybrid", cfg)
+    state = benchmark_state("hybrid", cfg, resolution=resolution)
     batch = synthetic_batch("hybrid", cfg, resolution=resolution, batch_size=batch_size, num_steps=num_steps)
     rng = jax.random.key(1)
-    step = jax.jit(TRAIN_STEPS["hybrid"], donate_argnums=0)
+    step = jax.jit(stage("hybrid").train_step, donate_argnums=0)
     state, metrics = step(state, batch, rng)  # compile + warm-up
     jax.block_until_ready(metrics)
     server = TorchStepServer(torch_python, resolution=resolution, batch_size=batch_size, num_steps=num_steps,

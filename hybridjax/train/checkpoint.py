@@ -21,6 +21,10 @@ from hybridjax.errors import ConfigError, UserError
 VAL_METRIC = "val_mpjpe"  # the metric the best checkpoint is chosen by (lower is better)
 
 
+class MissingCheckpointError(UserError, FileNotFoundError):
+    """A stage needs the checkpoint of an earlier stage that is not in the workdir."""
+
+
 class CheckpointMismatchError(UserError, ValueError):
     """A stored checkpoint does not fit the model / optimiser the configuration builds."""
 

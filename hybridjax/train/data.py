@@ -9,20 +9,12 @@ from __future__ import annotations
 import os
 import pathlib
 
+from hybridjax.data import DHP19Dataset, DHP19FrameDataset, EventH36MConfig, EventH36MDataset
+from hybridjax.data.synthetic import SyntheticConfig, ensure_synthetic_dhp19
 from hybridjax.errors import UserError
+from hybridjax.train import stages as stage_lib
 from hybridjax.train.config import TrainConfig
-
-STAGE_KEYS = {
-    "ann": ("ann_input", "ann_landmarks"),
-    "snn": ("events", "landmarks", "step_has_label"),
-    "hybrid": ("ann_input", "ann_input_next", "events", "landmarks", "step_has_label"),
-}
-EVAL_KEYS = {
-    "ann": ("ann_input", "ann_landmarks"),
-    "snn": ("events", "landmarks", "step_has_label"),
-    "hybrid": ("ann_input", "events", "landmarks", "step_has_label"),
-}
-
+from hybridjax.train.stages import Stage
 
 # ------------------------------------------------------------------------------------ data folder
 
@@ -81,8 +73,6 @@ def resolve_data_dir(config: TrainConfig, log=print) -> pathlib.Path:
         return path
     if config.dataset != "synthetic":
         raise ValueError(f"--dataset {config.dataset} needs --data-dir")
-    from hybridjax.data.synthetic import SyntheticConfig, ensure_synthetic_dhp19
-
     path = synthetic_cache_dir(config)
     wanted = SyntheticConfig.preset(config.data.synthetic_preset, seed=config.data.synthetic_seed)
     if not (path / "synthetic_summary.json").is_file():
@@ -91,15 +81,16 @@ def resolve_data_dir(config: TrainConfig, log=print) -> pathlib.Path:
     return ensure_synthetic_dhp19(path, wanted, progress=config.progress)
 
 
-def build_dataset(config: TrainConfig, stage: str, split: str, data_dir: pathlib.Path,
+def build_dataset(config: TrainConfig, stage: Stage | str, split: str, data_dir: pathlib.Path,
                   window_ms: int | None = None):
-    """The dataset a stage trains (``split='train'``) or validates (``'test'``) on.
+    """The dataset a stage (record or registered name) trains (``split='train'``) or validates (``'test'``) on.
 
-    ``window_ms``: SNN window length (None: the official 100 ms for train, 200 ms for test).
+    ``window_ms``: SNN window length (None: the official 100 ms for train, 200 ms for test). Stages that read
+    no events train on DHP19's ANN frames; the next window's ANN input is read where the train step needs it.
     """
+    stage = stage_lib.stage(stage) if isinstance(stage, str) else stage
+    ann_next = split == "train" and stage.reads_next_input
     if config.dataset == "h36m":
-        from hybridjax.data import EventH36MConfig, EventH36MDataset
-
         # No frame dataset: the ANN trains on the windows' ANN inputs and their labels (ann_landmarks).
         overrides = {} if window_ms is None else {"window_ms": window_ms}
         if config.data.bin_mode == "exact":
@@ -109,14 +100,12 @@ def build_dataset(config: TrainConfig, stage: str, split: str, data_dir: pathlib
             overrides["num_bins"] = default.num_bins * window_ms // default.window_ms
         return EventH36MDataset(
             data_dir, split=split, cameras=config.data.cameras, bin_mode=config.data.bin_mode,
-            ann_next=(split == "train" and stage == "hybrid"), **overrides,
+            ann_next=ann_next, **overrides,
         )
-    from hybridjax.data import DHP19Dataset, DHP19FrameDataset
-
-    if stage == "ann":
+    if not stage.reads_events:
         return DHP19FrameDataset(data_dir, split=split, cameras=config.data.cameras)
     return DHP19Dataset(
         data_dir, split=split, cameras=config.data.cameras, bin_mode=config.data.bin_mode,
         step_ms=config.model.step_ms, representation=config.data.representation,
-        ann_next=(split == "train" and stage == "hybrid"), window_ms=window_ms,
+        ann_next=ann_next, window_ms=window_ms,
     )

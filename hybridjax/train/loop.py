@@ -4,10 +4,13 @@ Per stage (folder ``<workdir>/<stage>``): ``config.json`` (the resolved configur
 (orbax; last N + best validation MPJPE), ``metrics.jsonl`` and ``tensorboard/``. A stage whose checkpoint
 already reached its final step is skipped, so re-running the same command after a crash, a SIGTERM or a
 Ctrl-C continues where the run stopped and ends with the same parameters as an uninterrupted run (batches
-and step keys are functions of (seed, step), see :mod:`hybridjax.train.data`).
+and step keys are functions of (seed, step), see :mod:`hybridjax.data.loader`).
 
-The hybrid stage loads the ANN (frozen) from ``<workdir>/ann`` and, when ``hybrid_from_snn``, the SNN
-weights from ``<workdir>/snn`` (matching entries: the pure SNN's head BatchNorm has no hybrid counterpart).
+What a stage trains and how it starts (the hybrid: the ANN frozen from ``<workdir>/ann`` and, when
+``hybrid_from_snn``, the SNN weights from ``<workdir>/snn``) is in its record of the stage registry
+(:mod:`hybridjax.train.stages`). :func:`run_stage` is a short loop: one train step, then the periodic actions
+(:func:`log_metrics`, :func:`validate`, :func:`save_checkpoint`, :func:`stop_on_signal`), each a function of the
+:class:`StageRun` and the number of steps done.
 """
 from __future__ import annotations
 
@@ -19,27 +22,31 @@ import pathlib
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
+from tqdm.auto import tqdm
 
 from hybridjax.data.batch import shard_for_devices
 from hybridjax.data.loader import BatchLoader, spread_indices
 from hybridjax.errors import ConfigError, Interrupted, UserError
 from hybridjax.train import data as data_lib
 from hybridjax.train import distributed
-from hybridjax.train.checkpoint import VAL_METRIC, StageCheckpointer
-from hybridjax.train.config import STAGE_ORDER, TrainConfig
+from hybridjax.train import stages as stage_lib
+from hybridjax.train.checkpoint import VAL_METRIC, MissingCheckpointError, StageCheckpointer
+from hybridjax.train.config import StageConfig, TrainConfig
 from hybridjax.train.logging import MetricLogger
+from hybridjax.train.stages import Stage
 from hybridjax.train.state import StepSettings, TrainState, adam
 from hybridjax.train.steps import compile_eval_step, compile_train_step
 
+__all__ = ["MissingCheckpointError", "NonFiniteLossError", "StageResult", "TrainingInterrupted", "fresh_state",
+           "restore_stage_state", "run_stage", "train"]
+
 VALIDATION_WINDOW_MS = 100  # SNN / hybrid validation windows during training (the training window length)
-
-
-class MissingCheckpointError(UserError, FileNotFoundError):
-    """A stage needs the checkpoint of an earlier stage that is not in the workdir."""
 
 
 class NonFiniteLossError(UserError, FloatingPointError):
@@ -50,7 +57,7 @@ class TrainingInterrupted(Interrupted):
     """SIGTERM / SIGINT arrived; a checkpoint was saved and the run stopped (re-run to resume)."""
 
 
-# ------------------------------------------------------------------------------------ models and states
+# ------------------------------------------------------------------------------------ states and checkpoints
 
 
 def input_hw(config: TrainConfig) -> tuple[int, int]:
@@ -59,44 +66,19 @@ def input_hw(config: TrainConfig) -> tuple[int, int]:
     return height // config.data.downsample, width // config.data.downsample
 
 
-def build_model(config: TrainConfig, stage: str):
-    from hybridjax.models import ANNUNet, HybridModel, SNNModel
-
-    return {"ann": ANNUNet, "snn": SNNModel, "hybrid": HybridModel}[stage](config.model)
-
-
-@functools.cache
-def _variable_initialiser(model, stage: str, height: int, width: int):
-    """Jitted ``key -> variables`` of ``model`` for inputs of ``height x width`` (cached: compiled once)."""
-    cfg = model.config
-    ann_input = jnp.zeros((1, height, width, cfg.ann_in_channels), jnp.float32)
-    events = jnp.zeros((1, 1, height, width, cfg.snn_in_channels), jnp.float32)
-    if stage == "ann":
-        return jax.jit(lambda key: model.init(key, ann_input))
-    if stage == "snn":
-        return jax.jit(lambda key: model.init(key, events))
-    return jax.jit(lambda key: model.init(key, ann_input, events))
-
-
-def settings_for(config: TrainConfig, stage: str, num_devices: int) -> StepSettings:
-    return StepSettings(
-        stage=stage, downsample=config.data.downsample, output_loss_weight=config.output_loss_weight,
+def fresh_state(config: TrainConfig, stage: str, num_devices: int = 1) -> TrainState:
+    """A freshly initialised state of ``stage`` (:func:`hybridjax.train.stages.initial_state` with the
+    configuration's input size, optimiser, step settings and seed-derived key)."""
+    record = stage_lib.stage(stage)
+    sc = config.stage_config(stage)
+    settings = StepSettings(
+        downsample=config.data.downsample, output_loss_weight=config.output_loss_weight,
         membrane_loss_weight=config.membrane_loss_weight, axis_name="batch" if num_devices > 1 else None,
     )
-
-
-def initial_state(config: TrainConfig, stage: str, num_devices: int = 1) -> TrainState:
-    """A freshly initialised state of ``stage`` (Xavier-normal convs, seed-derived key)."""
-    model = build_model(config, stage)
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), STAGE_ORDER.index(stage))
-    variables = _variable_initialiser(model, stage, *input_hw(config))(key)
-    params = dict(variables["params"])
-    frozen = {"ann": params.pop("ann")} if stage == "hybrid" else {}
-    sc = config.stage_config(stage)
-    return TrainState.create(
-        model=model, tx=adam(sc.learning_rate, sc.grad_clip_norm), settings=settings_for(config, stage, num_devices),
-        params=params, frozen_params=frozen, batch_stats=dict(variables.get("batch_stats", {})),
-    )
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), record.seed_index)
+    height, width = input_hw(config)
+    return stage_lib.initial_state(record, config.model, key, height=height, width=width,
+                                   tx=adam(sc.learning_rate, sc.grad_clip_norm), settings=settings)
 
 
 def stage_dir(config: TrainConfig, stage: str) -> pathlib.Path:
@@ -118,57 +100,27 @@ def restore_stage_state(config: TrainConfig, stage: str, which: str = "best", nu
         )
     ckpt = checkpointer_for(config, stage)
     step = (ckpt.best_step() if which == "best" else None) or ckpt.latest_step()
-    state = initial_state(config, stage, num_devices)
+    state = fresh_state(config, stage, num_devices)
     state = state.with_arrays(ckpt.restore(step, state.arrays()))
     ckpt.close()
     return state, step
 
 
-def transfer_matching(source: dict, target: dict) -> tuple[dict, list[str], list[str]]:
-    """``target`` with every leaf replaced by the ``source`` leaf of the same path and shape.
-
-    Returns ``(merged, loaded paths, kept paths)``.
-    """
-    flat_src = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(source)[0]}
-    loaded, kept = [], []
-
-    def pick(path, leaf):
-        name = jax.tree_util.keystr(path)
-        if name in flat_src and np.shape(flat_src[name]) == np.shape(leaf):
-            loaded.append(name)
-            return jnp.asarray(flat_src[name], dtype=leaf.dtype)
-        kept.append(name)
-        return leaf
-
-    return jax.tree_util.tree_map_with_path(pick, target), loaded, kept
+def start_state(config: TrainConfig, stage: Stage, ckpt: StageCheckpointer, num_devices: int, log) -> TrainState:
+    """The state a stage trains from: its latest checkpoint (resume), else its warm start, else fresh."""
+    state = fresh_state(config, stage.name, num_devices)
+    latest = ckpt.latest_step() if config.resume else None
+    if latest is not None:
+        log(f"{stage.name}: resuming from {ckpt.directory} step {latest}")
+        return state.with_arrays(ckpt.restore(latest, state.arrays()))
+    if stage.warm_start is None:
+        return state
+    restore = functools.partial(_restore_best, config)
+    return stage.warm_start(config, state, restore, log)
 
 
-def hybrid_start_state(config: TrainConfig, num_devices: int, log=print) -> TrainState:
-    """The hybrid's initial state: the trained ANN (frozen) and, optionally, the trained SNN's weights."""
-    state = initial_state(config, "hybrid", num_devices)
-    ann_state, ann_step = restore_stage_state(config, "ann", "best")
-    frozen = {"ann": ann_state.params["ann"]}
-    log(f"hybrid: ANN (frozen) from {stage_dir(config, 'ann')} step {ann_step}")
-    params, batch_stats = state.params, state.batch_stats
-    if config.hybrid_from_snn:
-        try:
-            snn_state, snn_step = restore_stage_state(config, "snn", "best")
-        except MissingCheckpointError:
-            log("hybrid: no SNN checkpoint, the SNN starts from its fresh initialisation")
-        else:
-            snn, loaded, kept = transfer_matching(snn_state.params["snn"], params["snn"])
-            stats, _, _ = transfer_matching(snn_state.batch_stats["snn"], batch_stats["snn"])
-            params = dict(params, snn=snn)
-            batch_stats = dict(batch_stats, snn=stats)
-            log(f"hybrid: SNN weights from {stage_dir(config, 'snn')} step {snn_step} "
-                f"({len(loaded)} tensors loaded, {len(kept)} kept fresh: {', '.join(kept) or 'none'})")
-    if config.hybrid_zero_head:
-        head = params["snn"]["head"]
-        zeroed = jax.tree_util.tree_map(jnp.zeros_like, head)
-        params = dict(params, snn=dict(params["snn"], head=zeroed))
-        log("hybrid: SNN head set to zero (the hybrid starts as the ANN held over the window)")
-    return TrainState.create(model=state.model, tx=state.tx, settings=state.settings, params=params,
-                             frozen_params=frozen, batch_stats=batch_stats)
+def _restore_best(config: TrainConfig, stage: str) -> tuple[TrainState, int]:
+    return restore_stage_state(config, stage, "best")
 
 
 # ------------------------------------------------------------------------------------ signals
@@ -198,9 +150,6 @@ class _StopRequest:
         return False
 
 
-# ------------------------------------------------------------------------------------ one stage
-
-
 @dataclasses.dataclass
 class StageResult:
     """Summary of a trained stage."""
@@ -217,12 +166,12 @@ class StageResult:
         return dataclasses.asdict(self)
 
 
-def evaluate_state(state: TrainState, dataset, config: TrainConfig, stage: str, batch_size: int) -> dict:
+def evaluate_state(state: TrainState, dataset, config: TrainConfig, stage: Stage, batch_size: int) -> dict:
     """Validation MPJPE (pixels of the 256 crop) of a single-device state over the validation subset."""
     state = state.replace(settings=dataclasses.replace(state.settings, axis_name=None))
-    fn = compile_eval_step(1)
+    fn = compile_eval_step(stage.eval_step, 1)
     error, count, per_step_error, per_step_count = 0.0, 0.0, None, None
-    loader = BatchLoader(dataset, batch_size, fields=data_lib.EVAL_KEYS[stage], shuffle=False,
+    loader = BatchLoader(dataset, batch_size, fields=stage.eval_fields, shuffle=False,
                          items=spread_indices(len(dataset), config.data.max_val_items),
                          downsample=config.data.downsample, num_workers=config.data.num_workers,
                          prefetch=config.data.prefetch)
@@ -242,17 +191,140 @@ def evaluate_state(state: TrainState, dataset, config: TrainConfig, stage: str, 
     return result
 
 
-def _num_steps(config: TrainConfig, stage: str, batches_per_epoch: int) -> int:
-    sc = config.stage_config(stage)
-    if sc.num_epochs > 0:
-        return sc.num_epochs * batches_per_epoch
-    return sc.num_steps
+# ------------------------------------------------------------------------------------ one stage
 
 
-def _host_state(state: TrainState, replicated: bool) -> TrainState:
-    if not replicated:
-        return state
-    return state.with_arrays(distributed.unreplicate(state.arrays()))
+@dataclasses.dataclass
+class StageRun:
+    """What one stage's loop reads and updates: the state, its data, checkpointer, logger and bookkeeping."""
+
+    config: TrainConfig
+    stage: Stage
+    state: TrainState
+    start: int  # the step training starts at (0, or the resumed checkpoint's)
+    total: int  # the step training ends at
+    loader: BatchLoader
+    val_set: object  # the validation windows
+    ckpt: StageCheckpointer
+    logger: MetricLogger
+    num_devices: int  # local devices (> 1: pmap with a replicated state)
+    last_good: int | None  # step of the latest checkpoint, all losses finite up to it
+    bar: tqdm | None = None
+    step_fn: Callable | None = None
+    base_key: jax.Array | None = None
+    metrics: dict | None = None  # of the latest step (on device)
+    all_finite: jax.Array = dataclasses.field(default_factory=lambda: jnp.asarray(True))
+    val_result: dict = dataclasses.field(default_factory=lambda: {VAL_METRIC: math.nan})
+    validated_at: int | None = None  # step of the latest validation
+
+    @property
+    def sc(self) -> StageConfig:
+        return self.config.stage_config(self.stage.name)
+
+    @property
+    def replicated(self) -> bool:
+        return self.num_devices > 1
+
+    def host_state(self) -> TrainState:
+        """The state on the host (the first replica's copy under pmap)."""
+        if not self.replicated:
+            return self.state
+        return self.state.with_arrays(distributed.unreplicate(self.state.arrays()))
+
+    def train_step(self, step: int, batch: dict) -> None:
+        """One optimiser update with the batch and the key of global step ``step``."""
+        rng = jax.random.fold_in(self.base_key, step)
+        if self.replicated:
+            batch = shard_for_devices(batch, self.num_devices)
+            rng = distributed.replicated_rng(rng, self.num_devices)
+        self.state, self.metrics = self.step_fn(self.state, batch, rng)
+        self.all_finite = self.all_finite & jnp.isfinite(self.host_metric("loss", on_device=True))
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def host_metric(self, name: str, on_device: bool = False):
+        value = self.metrics[name][0] if self.replicated else self.metrics[name]
+        return value if on_device else float(np.asarray(value))
+
+    def check_finite(self, step: int) -> None:
+        """Raises :class:`NonFiniteLossError` when a loss up to ``step`` was NaN or infinite."""
+        if not bool(jax.device_get(self.all_finite)):
+            name = self.stage.name
+            raise NonFiniteLossError(
+                f"{name}: the loss became NaN/inf before step {step}; stopped. The last good checkpoint "
+                f"(step {self.last_good}) is kept in {self.ckpt.directory}. Lower {name}.learning_rate or set "
+                f"{name}.grad_clip_norm, then re-run (it resumes from that checkpoint)."
+            )
+
+    def save(self, step: int) -> None:
+        """Checkpoints the state at ``step`` (with the validation metrics when they are of that step)."""
+        self.check_finite(step)
+        metrics = self.val_result if self.validated_at == step else None
+        self.ckpt.save(step, self.host_state().arrays(), metrics)
+        self.last_good = step
+
+    def close(self) -> None:
+        self.loader.close()
+        if self.bar is not None:
+            self.bar.close()
+        self.logger.close()
+        self.ckpt.close()
+
+
+def log_metrics(run: StageRun, done: int) -> None:
+    """Every ``log_every`` steps and at the end: the training metrics to JSONL / TensorBoard."""
+    if done % run.sc.log_every and done != run.total:
+        return
+    run.check_finite(done)
+    host = jax.device_get(run.metrics)
+    host = {k: (np.asarray(v)[0] if run.replicated else v) for k, v in host.items()}
+    row = run.logger.log(done, "train", host)
+    if run.bar is not None:
+        run.bar.set_postfix(loss=f"{row['loss']:.3g}", mpjpe=f"{row['mpjpe']:.2f}")
+
+
+def validate(run: StageRun, done: int) -> None:
+    """Every ``eval_every`` steps (0: never) and at the end: the validation MPJPE."""
+    if done != run.total and not (run.sc.eval_every and done % run.sc.eval_every == 0):
+        return
+    run.check_finite(done)
+    run.val_result = evaluate_state(run.host_state(), run.val_set, run.config, run.stage, max(run.sc.batch_size, 4))
+    run.validated_at = done
+    run.logger.log(done, "val", {k: v for k, v in run.val_result.items() if not isinstance(v, list)})
+    if run.bar is not None:
+        run.bar.set_postfix(loss=f"{run.host_metric('loss'):.3g}", val_mpjpe=f"{run.val_result[VAL_METRIC]:.2f}")
+
+
+def crash_after(stop_after: int | None) -> Callable[[StageRun, int], None]:
+    """An action that leaves (without the final checkpoint) once ``stop_after`` steps are done: a simulated
+    crash, used by the resume tests (None: never)."""
+    def crash(run: StageRun, done: int) -> None:
+        if stop_after is not None and stop_after <= done < run.total:
+            raise TrainingInterrupted(f"{run.stage.name}: simulated crash after step {done}", 0)
+
+    return crash
+
+
+def save_checkpoint(run: StageRun, done: int) -> None:
+    """Every ``checkpoint_every`` steps and at the end: a checkpoint."""
+    if done == run.total or done % run.sc.checkpoint_every == 0:
+        run.save(done)
+
+
+def stop_on_signal(stop: _StopRequest) -> Callable[[StageRun, int], None]:
+    """An action that, after SIGTERM / SIGINT, saves (unless this step is saved already) and leaves."""
+    def check(run: StageRun, done: int) -> None:
+        if stop.signum is None:
+            return
+        if run.last_good != done:
+            run.save(done)
+        raise TrainingInterrupted(
+            f"{run.stage.name}: stopped by signal {signal.Signals(stop.signum).name} at step {done}; "
+            f"checkpoint saved in {run.ckpt.directory}; re-run the same command to resume",
+            stop.signum,
+        )
+
+    return check
 
 
 def run_stage(config: TrainConfig, stage: str, data_dir: pathlib.Path, *, log=print,
@@ -263,139 +335,87 @@ def run_stage(config: TrainConfig, stage: str, data_dir: pathlib.Path, *, log=pr
     used by the resume tests.
     """
     started = time.time()
-    sc = config.stage_config(stage)
-    process_index, process_count = jax.process_index(), jax.process_count()
-    is_main = process_index == 0
-    num_devices = config.num_devices or jax.local_device_count()
-    if num_devices > jax.local_device_count():
-        raise ConfigError(f"--num-devices {num_devices}: this machine has only {jax.local_device_count()} local "
-                          "device(s)")
-    global_devices = num_devices * process_count
-    if sc.batch_size % global_devices:
-        raise ConfigError(f"--{stage}.batch-size {sc.batch_size} is not divisible by {global_devices} devices")
-    folder = stage_dir(config, stage)
-    if is_main:
+    run = prepare_stage(config, stage_lib.stage(stage), data_dir, log)
+    if run.start >= run.total:
+        log(f"{stage}: already trained ({run.start} / {run.total} steps), skipping")
+        val_mpjpe = run.ckpt.metrics(run.start).get(VAL_METRIC, math.nan)
+        run.close()
+        return stage_result(run, started, val_mpjpe)
+    is_main = jax.process_index() == 0
+    run.bar = tqdm(total=run.total, initial=run.start, desc=stage, disable=not (config.progress and is_main),
+                   dynamic_ncols=True)
+    try:
+        with _StopRequest() as stop:
+            actions = (log_metrics, validate, crash_after(stop_after), save_checkpoint, stop_on_signal(stop))
+            for step, batch in run.loader.steps(run.start, run.total):
+                run.train_step(step, batch)
+                for action in actions:
+                    action(run, step + 1)
+    finally:
+        run.close()
+    result = stage_result(run, started, run.val_result[VAL_METRIC])
+    log(f"{stage}: done, {run.total} steps, validation MPJPE {result.val_mpjpe:.2f} px "
+        f"(best {result.best_val_mpjpe} at step {result.best_step}), {result.seconds:.0f} s")
+    return result
+
+
+def prepare_stage(config: TrainConfig, stage: Stage, data_dir: pathlib.Path, log=print) -> StageRun:
+    """Everything :func:`run_stage` needs: datasets, the loader, the checkpointer, the start state."""
+    sc = config.stage_config(stage.name)
+    num_devices = _check_devices(config, sc, stage.name)
+    folder = stage_dir(config, stage.name)
+    if jax.process_index() == 0:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(config.to_json())
-
     train_set = data_lib.build_dataset(config, stage, "train", data_dir)
     # Validation windows as long as the training windows (one ANN period for the hybrid, whose ANN
     # re-initialises it every 100 ms); the final report also scores the official 200 ms test windows.
     val_set = data_lib.build_dataset(config, stage, "test", data_dir,
-                                     window_ms=None if stage == "ann" else VALIDATION_WINDOW_MS)
-    batches = BatchLoader(
-        train_set, sc.batch_size, fields=data_lib.STAGE_KEYS[stage], seed=config.seed + STAGE_ORDER.index(stage),
+                                     window_ms=VALIDATION_WINDOW_MS if stage.reads_events else None)
+    loader = BatchLoader(
+        train_set, sc.batch_size, fields=stage.train_fields, seed=config.seed + stage.seed_index,
         downsample=config.data.downsample, num_workers=config.data.num_workers, prefetch=config.data.prefetch,
-        process_index=process_index, process_count=process_count,
+        process_index=jax.process_index(), process_count=jax.process_count(),
     )
-    total = _num_steps(config, stage, len(batches))
-    ckpt = checkpointer_for(config, stage)
+    total = sc.num_epochs * len(loader) if sc.num_epochs > 0 else sc.num_steps
+    ckpt = checkpointer_for(config, stage.name)
     if not config.resume and ckpt.all_steps():
         ckpt.close()
         raise ValueError(f"--no-resume, but {ckpt.directory} already holds checkpoints {ckpt.all_steps()}: "
                          "use a fresh --workdir or delete them")
     latest = ckpt.latest_step() if config.resume else None
-
-    if latest is not None:
-        state = initial_state(config, stage, num_devices)
-        state = state.with_arrays(ckpt.restore(latest, state.arrays()))
-        log(f"{stage}: resuming from {ckpt.directory} step {latest}")
-    elif stage == "hybrid":
-        state = hybrid_start_state(config, num_devices, log)
-    else:
-        state = initial_state(config, stage, num_devices)
+    state = start_state(config, stage, ckpt, num_devices, log)
     start = int(state.step)
-    logger = MetricLogger(folder, stage, enabled=is_main, resume_step=start)
-
-    val_result = {VAL_METRIC: math.nan}
-    if start >= total:
-        log(f"{stage}: already trained ({start} / {total} steps), skipping")
-        best = ckpt.best_step()
-        result = StageResult(stage, start, ckpt.metrics(start).get(VAL_METRIC, math.nan), best,
-                             ckpt.metrics(best).get(VAL_METRIC) if best is not None else None,
-                             str(ckpt.directory), time.time() - started)
-        ckpt.close()
-        logger.close()
-        return result
-
-    replicated = num_devices > 1
-    step_fn = compile_train_step(stage, num_devices)
-    if replicated:
+    if num_devices > 1:
         state = state.with_arrays(distributed.replicate(state.arrays(), jax.local_devices()[:num_devices]))
-    base_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 100 + STAGE_ORDER.index(stage))
-    from tqdm.auto import tqdm
+    return StageRun(
+        config=config, stage=stage, state=state, start=start, total=total, loader=loader, val_set=val_set,
+        ckpt=ckpt, logger=MetricLogger(folder, stage.name, enabled=jax.process_index() == 0, resume_step=start),
+        num_devices=num_devices, last_good=latest, step_fn=compile_train_step(stage.train_step, num_devices),
+        base_key=jax.random.fold_in(jax.random.PRNGKey(config.seed), 100 + stage.seed_index),
+    )
 
-    bar = tqdm(total=total, initial=start, desc=stage, disable=not (config.progress and is_main),
-               dynamic_ncols=True)
-    all_finite = jnp.asarray(True)
-    last_good = latest
 
-    def check_finite(step):
-        if not bool(jax.device_get(all_finite)):
-            raise NonFiniteLossError(
-                f"{stage}: the loss became NaN/inf before step {step}; stopped. The last good checkpoint "
-                f"(step {last_good}) is kept in {ckpt.directory}. Lower {stage}.learning_rate or set "
-                f"{stage}.grad_clip_norm, then re-run (it resumes from that checkpoint)."
-            )
+def _check_devices(config: TrainConfig, sc: StageConfig, name: str) -> int:
+    """The local device count to use; the global batch must split evenly over all devices."""
+    num_devices = config.num_devices or jax.local_device_count()
+    if num_devices > jax.local_device_count():
+        raise ConfigError(f"--num-devices {num_devices}: this machine has only {jax.local_device_count()} local "
+                          "device(s)")
+    global_devices = num_devices * jax.process_count()
+    if sc.batch_size % global_devices:
+        raise ConfigError(f"--{name}.batch-size {sc.batch_size} is not divisible by {global_devices} devices")
+    return num_devices
 
-    def save(step, metrics):
-        nonlocal last_good
-        check_finite(step)
-        ckpt.save(step, _host_state(state, replicated).arrays(), metrics)
-        last_good = step
 
-    try:
-        with _StopRequest() as stop:
-            for step, batch in batches.steps(start, total):
-                rng = jax.random.fold_in(base_key, step)
-                if replicated:
-                    batch = shard_for_devices(batch, num_devices)
-                    rng = distributed.replicated_rng(rng, num_devices)
-                state, metrics = step_fn(state, batch, rng)
-                loss = metrics["loss"][0] if replicated else metrics["loss"]
-                all_finite = all_finite & jnp.isfinite(loss)
-                done = step + 1
-                bar.update(1)
-                if done % sc.log_every == 0 or done == total:
-                    check_finite(done)
-                    host = jax.device_get(metrics)
-                    host = {k: (np.asarray(v)[0] if replicated else v) for k, v in host.items()}
-                    row = logger.log(done, "train", host)
-                    bar.set_postfix(loss=f"{row['loss']:.3g}", mpjpe=f"{row['mpjpe']:.2f}")
-                evaluate_now = done == total or (sc.eval_every and done % sc.eval_every == 0)
-                if evaluate_now:
-                    check_finite(done)
-                    val_result = evaluate_state(_host_state(state, replicated), val_set, config, stage,
-                                                max(sc.batch_size, 4))
-                    logger.log(done, "val", {k: v for k, v in val_result.items() if not isinstance(v, list)})
-                    bar.set_postfix(loss=f"{float(np.asarray(loss)):.3g}",
-                                    val_mpjpe=f"{val_result[VAL_METRIC]:.2f}")
-                if stop_after is not None and done >= stop_after and done < total:
-                    raise TrainingInterrupted(f"{stage}: simulated crash after step {done}", 0)
-                if done == total or done % sc.checkpoint_every == 0:
-                    save(done, val_result if evaluate_now else None)
-                if stop.signum is not None:
-                    if last_good != done:
-                        save(done, val_result if evaluate_now else None)
-                    raise TrainingInterrupted(
-                        f"{stage}: stopped by signal {signal.Signals(stop.signum).name} at step {done}; "
-                        f"checkpoint saved in {ckpt.directory}; re-run the same command to resume",
-                        stop.signum,
-                    )
-    finally:
-        batches.close()
-        bar.close()
-        logger.close()
-        ckpt.close()
-
-    best = checkpointer_for(config, stage)
+def stage_result(run: StageRun, started: float, val_mpjpe: float) -> StageResult:
+    """The summary of a (closed) stage run, with the best checkpoint read back from the folder."""
+    best = checkpointer_for(run.config, run.stage.name)
     best_step = best.best_step()
-    result = StageResult(stage, total, val_result[VAL_METRIC], best_step,
+    result = StageResult(run.stage.name, max(run.start, run.total), val_mpjpe, best_step,
                          best.metrics(best_step).get(VAL_METRIC) if best_step is not None else None,
                          str(best.directory), time.time() - started)
     best.close()
-    log(f"{stage}: done, {total} steps, validation MPJPE {result.val_mpjpe:.2f} px "
-        f"(best {result.best_val_mpjpe} at step {best_step}), {result.seconds:.0f} s")
     return result
 
 
@@ -418,12 +438,7 @@ def train(config: TrainConfig, *, log=print) -> dict[str, StageResult]:
         (workdir / "config.json").write_text(config.to_json())
     results = {}
     for stage in config.stages():
-        has_own = (stage_dir(config, stage) / "checkpoints").is_dir()
-        if stage == "hybrid" and not has_own and not (stage_dir(config, "ann") / "checkpoints").is_dir():
-            raise MissingCheckpointError(
-                f"the hybrid stage needs a trained ANN in {stage_dir(config, 'ann') / 'checkpoints'}: run "
-                f"--stage ann first (or --stage all) with --workdir {workdir}"
-            )
+        _check_required(config, stage_lib.stage(stage))
         results[stage] = run_stage(config, stage, data_dir, log=log)
     if jax.process_index() == 0:
         summary_path = workdir / "summary.json"
@@ -433,6 +448,19 @@ def train(config: TrainConfig, *, log=print) -> dict[str, StageResult]:
     return results
 
 
+def _check_required(config: TrainConfig, stage: Stage) -> None:
+    """A stage that starts from other stages' checkpoints (and has none of its own) needs them in the workdir."""
+    if (stage_dir(config, stage.name) / "checkpoints").is_dir():
+        return
+    for required in stage.requires:
+        folder = stage_dir(config, required) / "checkpoints"
+        if not folder.is_dir():
+            raise MissingCheckpointError(
+                f"the {stage.name} stage needs a trained {required.upper()} in {folder}: run --stage {required} "
+                f"first (or --stage all) with --workdir {config.workdir}"
+            )
+
+
 def _shared_data_dir(config: TrainConfig, log) -> pathlib.Path:
     """The data folder; in a multi-process run process 0 generates synthetic data and the others wait."""
     if jax.process_count() == 1 or config.data_dir is not None or jax.process_index() == 0:
@@ -440,7 +468,5 @@ def _shared_data_dir(config: TrainConfig, log) -> pathlib.Path:
     else:
         path = data_lib.synthetic_cache_dir(config)
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices("hybridjax data ready")
     return path

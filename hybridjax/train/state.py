@@ -25,22 +25,17 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-STAGES = ("ann", "snn", "hybrid")
-
 
 @dataclasses.dataclass(frozen=True)
 class StepSettings:
     """Static settings of a training step (hashable; part of the compiled step's identity)."""
 
-    stage: str  # "ann", "snn" or "hybrid": which loss and which batch fields the step uses
     downsample: int = 1  # spatial factor the inputs were sum-pooled by; targets are built on that grid
     output_loss_weight: float = 0.95  # hybrid: weight of the mean per-step heatmap MSE (official 0.95)
     membrane_loss_weight: float = 0.05  # hybrid: weight of L_mp, the initial-membrane loss (official 0.05)
     axis_name: str | None = None  # pmap axis to average gradients/metrics/statistics over; None = one device
 
     def __post_init__(self):
-        if self.stage not in STAGES:
-            raise ValueError(f"StepSettings.stage: expected one of {STAGES}, got {self.stage!r}")
         if self.downsample < 1:
             raise ValueError(f"StepSettings.downsample: must be >= 1, got {self.downsample}")
 
@@ -73,6 +68,9 @@ class TrainState(struct.PyTreeNode):
 
     def variables(self, params=None) -> dict:
         """The flax variable dict for ``model.apply``: trainable and frozen params merged, plus BN stats.
+
+        The one place the two parameter parts are merged, for the train steps and for inference (evaluation,
+        streaming).
 
         The frozen part goes through ``stop_gradient`` so that even a gradient taken with respect to it
         would be zero.

@@ -1,10 +1,11 @@
 """Pure training and evaluation steps, one per stage.
 
-Every step has the signature ``step(state, batch, rng) -> (state, metrics)`` and is a plain function of
-its arguments: what differs between stages and between one device and many lives in the static
-:class:`~hybridjax.train.state.StepSettings` of the state. :func:`compile_train_step` wraps a step in
-``jax.jit`` (one device) or ``jax.pmap`` (all local devices, replicated state, batch shards), donating the
-state in both cases.
+Every train step has the signature ``step(state, batch, rng) -> (state, metrics)`` and every evaluation
+step ``step(state, batch) -> metrics``; both are plain functions of their arguments: what differs between
+one device and many lives in the static :class:`~hybridjax.train.state.StepSettings` of the state, and
+which steps a stage uses is recorded in the stage registry (:mod:`hybridjax.train.stages`).
+:func:`compile_train_step` wraps a step in ``jax.jit`` (one device) or ``jax.pmap`` (all local devices,
+replicated state, batch shards), donating the state in both cases.
 
 Losses (SPEC section 3), with targets built on device from the landmarks by :mod:`hybridjax.losses`
 (one-hot joint pixel, Gaussian blur sigma 2, divided by its own max):
@@ -209,62 +210,63 @@ def hybrid_train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[
     return _finish(state, grads, batch_stats, terms, error_sum, count)
 
 
-TRAIN_STEPS = {"ann": ann_train_step, "snn": snn_train_step, "hybrid": hybrid_train_step}
+# --------------------------------------------------------------------------- evaluation steps
 
 
-# --------------------------------------------------------------------------- evaluation step
+def ann_eval_step(state: TrainState, batch: Batch) -> Metrics:
+    """Validation errors of ANN frames in inference mode: ``error_sum`` and ``count`` (summed over devices
+    under pmap); MPJPE = error_sum / count."""
+    heat = state.model.apply(state.variables(), batch["ann_input"])
+    error_sum, count = error_sum_and_count(predicted_landmarks(heat, state.settings.downsample),
+                                           batch["ann_landmarks"])
+    return _sum_over_devices({"error_sum": error_sum, "count": count}, state.settings.axis_name)
 
 
-def eval_step(state: TrainState, batch: Batch) -> Metrics:
-    """Validation errors of a batch in inference mode (BatchNorm running statistics, no update).
+def snn_eval_step(state: TrainState, batch: Batch) -> Metrics:
+    """Validation errors of the pure SNN on event windows (see :func:`sequence_errors`)."""
+    out = state.model.apply(state.variables(), batch["events"], train=False)
+    return sequence_errors(state, out.heatmaps, batch)
 
-    Returns ``error_sum`` and ``count`` (summed over devices under pmap); MPJPE = error_sum / count over
-    the labelled steps (sequences) or frames (ANN). For sequences ``error_sum_per_step`` / ``count_per_step``
-    give the error along the window.
-    """
-    settings = state.settings
-    f = settings.downsample
-    variables = state.variables()
-    if settings.stage == "ann":
-        heat = state.model.apply(variables, batch["ann_input"])
-        error_sum, count = error_sum_and_count(predicted_landmarks(heat, f), batch["ann_landmarks"])
-        result = {"error_sum": error_sum, "count": count}
-    else:
-        if settings.stage == "snn":
-            out = state.model.apply(variables, batch["events"], train=False)
-        else:
-            out = state.model.apply(variables, batch["ann_input"], batch["events"], train=False)
-        pred = predicted_landmarks(out.heatmaps, f)
-        per_step = jax.vmap(error_sum_and_count)(pred, batch["landmarks"])
-        mask = batch["step_has_label"].astype(jnp.float32)
-        result = {
-            "error_sum": jnp.sum(per_step[0] * mask),
-            "count": jnp.sum(per_step[1] * mask),
-            "error_sum_per_step": per_step[0] * mask,
-            "count_per_step": per_step[1] * mask,
-        }
-    return _sum_over_devices(result, settings.axis_name)
+
+def hybrid_eval_step(state: TrainState, batch: Batch) -> Metrics:
+    """Validation errors of the hybrid on event windows (see :func:`sequence_errors`)."""
+    out = state.model.apply(state.variables(), batch["ann_input"], batch["events"], train=False)
+    return sequence_errors(state, out.heatmaps, batch)
+
+
+def sequence_errors(state: TrainState, heatmaps: jax.Array, batch: Batch) -> Metrics:
+    """``error_sum`` and ``count`` over the labelled steps, and ``error_sum_per_step`` / ``count_per_step``
+    along the window (inference mode, BatchNorm running statistics; summed over devices under pmap)."""
+    pred = predicted_landmarks(heatmaps, state.settings.downsample)
+    per_step = jax.vmap(error_sum_and_count)(pred, batch["landmarks"])
+    mask = batch["step_has_label"].astype(jnp.float32)
+    result = {
+        "error_sum": jnp.sum(per_step[0] * mask),
+        "count": jnp.sum(per_step[1] * mask),
+        "error_sum_per_step": per_step[0] * mask,
+        "count_per_step": per_step[1] * mask,
+    }
+    return _sum_over_devices(result, state.settings.axis_name)
 
 
 # --------------------------------------------------------------------------- compilation
 
 
-def compile_train_step(stage: str, num_devices: int):
-    """``jax.jit`` (``num_devices == 1``) or ``jax.pmap`` over axis ``'batch'`` of the stage's step.
+def compile_train_step(step, num_devices: int):
+    """``jax.jit`` (``num_devices == 1``) or ``jax.pmap`` over axis ``'batch'`` of the train ``step``.
 
     The state is donated. Under pmap the state must be replicated (leading device axis), the batch
     sharded (see :func:`hybridjax.data.batch.shard_for_devices`) and ``rng`` replicated; the state's
     settings must carry ``axis_name='batch'``.
     """
-    step = TRAIN_STEPS[stage]
     if num_devices == 1:
         return jax.jit(step, donate_argnums=(0,))
     return jax.pmap(step, axis_name="batch", donate_argnums=(0,))
 
 
 @functools.cache
-def compile_eval_step(num_devices: int):
-    """``jax.jit`` or ``jax.pmap`` of :func:`eval_step` (state not donated)."""
+def compile_eval_step(step, num_devices: int):
+    """``jax.jit`` or ``jax.pmap`` of the evaluation ``step`` (state not donated; compiled once per step)."""
     if num_devices == 1:
-        return jax.jit(eval_step)
-    return jax.pmap(eval_step, axis_name="batch")
+        return jax.jit(step)
+    return jax.pmap(step, axis_name="batch")
