@@ -3,7 +3,8 @@
     python experiments/benchmark_torch.py                              # paper model, 64x64, batch 2, 10 bins
     python experiments/benchmark_torch.py --resolution 128 --batch-size 1 --threads 2
 
-Needs torch (``pip install -e ".[torch]"``). The model is :mod:`hybridjax.bench.torch_baseline` (its parity with
+Needs torch (``pip install -e ".[torch]"``). The model is ``benchmarks/torch_baseline.py`` (outside the
+importable package, so hybridjax never imports torch; its parity with
 the official code is tested against the float64 golden files); the step is forward over the window, the
 official 0.95 / 0.05 hybrid loss, backward and an Adam update, in float32 on the CPU. Compare its numbers with
 ``experiments/benchmark.py --stages hybrid`` run on the same machine at the same load. Writes a JSON file
@@ -14,9 +15,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import sys
 import time
 
 import tyro
+
+# The PyTorch baseline lives outside the package (benchmarks/), beside this script's parent folder.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +39,7 @@ class TorchBenchmarkConfig:
 
 
 def run(cfg: TorchBenchmarkConfig, log=print) -> dict:
-    from hybridjax.bench.torch_baseline import time_hybrid_step
+    from torch_baseline import time_hybrid_step
 
     result = time_hybrid_step(cfg.resolution, cfg.batch_size, num_steps=cfg.num_steps, repeats=cfg.repeats,
                               threads=cfg.threads)
@@ -51,7 +56,7 @@ def run(cfg: TorchBenchmarkConfig, log=print) -> dict:
 def main() -> None:
     config = tyro.cli(TorchBenchmarkConfig)
     if config.serve:
-        from hybridjax.bench.torch_baseline import serve_hybrid_steps
+        from torch_baseline import serve_hybrid_steps
 
         serve_hybrid_steps(config.resolution, config.batch_size, config.num_steps, threads=config.threads)
     else:

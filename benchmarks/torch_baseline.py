@@ -8,7 +8,8 @@ neurons (SpikingJelly style: the membrane is an attribute of the neuron module, 
 autograd. Its ``state_dict()`` has the official keys and shapes in the official order, so official weights
 load with ``strict=True``; ``tests/test_torch_baseline.py`` proves it computes the official function against
 the float64 golden files. It is a benchmark baseline (``experiments/benchmark_torch.py``), not part of the
-JAX library: importing it needs torch (the ``torch`` extra), ``import hybridjax.bench`` does not.
+JAX library: it lives outside the importable package (``benchmarks/``), needs torch (the ``torch`` extra), and
+nothing in ``hybridjax`` imports it.
 
 Semantics (``SPEC.md`` sections 1-3):
 
