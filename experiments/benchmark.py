@@ -7,6 +7,7 @@
     python experiments/benchmark.py --sweep-steps 10 25 50 100 --sweep-variants layer step_remat
     python experiments/benchmark.py --isolate                         # one subprocess per stage (peak RSS each)
     python experiments/benchmark.py --stages --torch-python /path/to/python-with-torch  # hybrid step vs PyTorch
+    python experiments/benchmark.py --suite gpu --output gpu_suite.json  # the whole accelerator check (~8 min)
 
 Writes a JSON file (``--output``) and prints a table. Runs unchanged on CPU, GPU and TPU (memory from XLA's
 buffer assignment everywhere; peak RSS of the process as well).
@@ -38,6 +39,7 @@ class BenchmarkConfig:
     snn_mode: str | None = None  # "layer" or "step" (None: the ModelConfig default)
     remat: bool | None = None  # rematerialise scanned steps / chunks (None: the preset's)
     time_chunk: int | None = None  # layer mode: steps per (rematerialised) chunk
+    compute_dtype: str | None = None  # "float32" or "bfloat16" (mixed precision; None: the preset's, float32)
     stages: tuple[str, ...] = ("ann", "snn", "hybrid")  # training stages to time
     repeats: int = 3  # timed runs after the warm-up (median reported); 0 = compile and memory only
     ceiling: bool = True  # time a large conv (3x3 256->256, 64x64, batch 8) as this machine's FLOP/s ceiling
@@ -59,14 +61,20 @@ class BenchmarkConfig:
     torch_python: str | None = None
     torch_rounds: int = 10  # alternated step pairs of that comparison
     output: str = "benchmark.json"  # JSON result path
+    # run a fixed suite instead of the options above (hybridjax.bench.suite.SUITES): "gpu" = ceilings, the
+    # paper hybrid step at 256x256 for 10 ms and 1 ms windows in float32 and bfloat16, memory, streaming;
+    # "tiny" = the same items at toy sizes (CPU, tested)
+    suite: str | None = None
+
+
+MODEL_OVERRIDES = ("step_ms", "snn_mode", "remat", "time_chunk", "compute_dtype")  # BenchmarkConfig -> ModelConfig
 
 
 def model_config(cfg: BenchmarkConfig, preset: str | None = None):
     from hybridjax.models import ModelConfig
 
     model = ModelConfig.preset(preset or cfg.preset)
-    overrides = {k: getattr(cfg, k) for k in ("step_ms", "snn_mode", "remat", "time_chunk")
-                 if getattr(cfg, k) is not None}
+    overrides = {k: getattr(cfg, k) for k in MODEL_OVERRIDES if getattr(cfg, k) is not None}
     return dataclasses.replace(model, **overrides)
 
 
@@ -76,7 +84,7 @@ def _stage_in_subprocess(cfg: BenchmarkConfig, stage: str) -> dict:
             str(cfg.resolution), "--batch-size", str(cfg.batch_size), "--num-steps", str(cfg.num_steps),
             "--stages", stage, "--repeats", str(cfg.repeats), "--no-ceiling", "--no-streaming", "--no-data",
             "--output", str(out)]
-    for name in ("step_ms", "snn_mode", "remat", "time_chunk"):
+    for name in MODEL_OVERRIDES:
         if getattr(cfg, name) is not None:
             args += [f"--{name.replace('_', '-')}", str(getattr(cfg, name))]
     subprocess.run(args, check=True)
@@ -84,6 +92,12 @@ def _stage_in_subprocess(cfg: BenchmarkConfig, stage: str) -> dict:
 
 
 def run(cfg: BenchmarkConfig, log=print) -> dict:
+    if cfg.suite is not None:
+        from hybridjax.bench.suite import SUITES, run_suite
+
+        if cfg.suite not in SUITES:
+            raise SystemExit(f"--suite {cfg.suite!r}: choose one of {sorted(SUITES)}")
+        return run_suite(SUITES[cfg.suite], cfg.output, log=log)
     from hybridjax.bench import conv_ceiling, device_description, peak_rss_mb
 
     result = {"config": dataclasses.asdict(cfg), "device": device_description(), "time_utc": time.strftime(

@@ -122,16 +122,40 @@ def conv_ceiling(*, batch: int = 8, size: int = 64, channels: int = 256, kernel:
     """The machine's practical peak: one large ``kernel x kernel`` conv ``channels -> channels`` (NHWC).
 
     2 * batch * size^2 * channels^2 * kernel^2 FLOPs (38 GFLOP for the default 3x3 256->256, 64x64, batch 8).
+    ``dtype``: the operand type; the result is float32 (accumulated in float32), as in the model's mixed
+    precision (:attr:`hybridjax.models.ModelConfig.compute_dtype`).
     """
     x = jax.random.normal(jax.random.key(0), (batch, size, size, channels), dtype)
-    w = jax.random.normal(jax.random.key(1), (kernel, kernel, channels, channels), dtype) * 0.01
+    w = (jax.random.normal(jax.random.key(1), (kernel, kernel, channels, channels), jnp.float32) * 0.01).astype(dtype)
 
     def conv(x, w):
-        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            preferred_element_type=jnp.float32)
 
     flops = 2.0 * batch * size * size * channels * channels * kernel * kernel
-    return compile_and_time(f"conv{kernel}x{kernel} {channels}->{channels} {size}x{size} b{batch}", conv, (x, w),
-                            repeats=repeats, flops=flops)
+    return compile_and_time(f"conv{kernel}x{kernel} {channels}->{channels} {size}x{size} b{batch} "
+                            f"{jnp.dtype(dtype).name}", conv, (x, w), repeats=repeats, flops=flops)
+
+
+def matmul_ceiling(*, size: int = 4096, repeats: int = 5, dtype=jnp.float32) -> Timing:
+    """A ``size^3`` matrix product (``2 size^3`` FLOPs) with ``dtype`` operands and a float32 result."""
+    a = jax.random.normal(jax.random.key(0), (size, size), dtype)
+    b = jax.random.normal(jax.random.key(1), (size, size), dtype)
+
+    def matmul(a, b):
+        return jnp.dot(a, b, preferred_element_type=jnp.float32)
+
+    return compile_and_time(f"matmul {size}^3 {jnp.dtype(dtype).name}", matmul, (a, b), repeats=repeats,
+                            flops=2.0 * size ** 3)
+
+
+def device_memory_stats() -> dict | None:
+    """The first device's allocator statistics (``peak_bytes_in_use`` ...; None where the backend has none)."""
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:  # noqa: BLE001 - not every backend implements it
+        return None
+    return dict(stats) if stats else None
 
 
 def device_description() -> dict:

@@ -51,26 +51,30 @@ def _build_ann_params(sampler, cfg: ModelConfig) -> dict:
     return params
 
 
-def _down(x, p):
-    x = leaky_relu(conv2d(avg_pool2(x), p["conv1"]))
-    return leaky_relu(conv2d(x, p["conv2"]))
+def ann_forward(params: dict, x: jax.Array, *, operand_dtype=None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``[B, H, W, Cin] -> (heatmaps [B, H, W, J], features)``; features are named by :data:`ANN_FEATURES`.
 
+    ``operand_dtype``: mixed precision of every convolution (:func:`hybridjax.models.layers.conv2d`).
+    """
+    def conv(x, p):
+        return conv2d(x, p, operand_dtype=operand_dtype)
 
-def _up(x, skip, p):
-    x = leaky_relu(conv2d(upsample_bilinear2x(x), p["conv1"]))
-    return leaky_relu(conv2d(jax.numpy.concatenate([x, skip], axis=-1), p["conv2"]))
+    def down(x, p):
+        x = leaky_relu(conv(avg_pool2(x), p["conv1"]))
+        return leaky_relu(conv(x, p["conv2"]))
 
+    def up(x, skip, p):
+        x = leaky_relu(conv(upsample_bilinear2x(x), p["conv1"]))
+        return leaky_relu(conv(jax.numpy.concatenate([x, skip], axis=-1), p["conv2"]))
 
-def ann_forward(params: dict, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """``[B, H, W, Cin] -> (heatmaps [B, H, W, J], features)``; features are named by :data:`ANN_FEATURES`."""
     feats = {}
-    x = leaky_relu(conv2d(x, params["conv1"]))
-    x = feats["conv2"] = leaky_relu(conv2d(x, params["conv2"]))
+    x = leaky_relu(conv(x, params["conv1"]))
+    x = feats["conv2"] = leaky_relu(conv(x, params["conv2"]))
     for i in range(1, 6):
-        x = _down(x, params[f"down{i}"])
+        x = down(x, params[f"down{i}"])
         if i < 5:
             feats[f"down{i}"] = x
     skips = (feats["down4"], feats["down3"], feats["down2"], feats["down1"], feats["conv2"])
     for i, skip in enumerate(skips, start=1):
-        x = feats[f"up{i}"] = _up(x, skip, params[f"up{i}"])
-    return conv2d(x, params["conv3"]), feats
+        x = feats[f"up{i}"] = up(x, skip, params[f"up{i}"])
+    return conv(x, params["conv3"]), feats

@@ -9,11 +9,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+import jax.numpy as jnp
+
 from hybridjax.snn.lif import LIFParams, per_step_retention, tau_in_steps
 from hybridjax.snn.surrogate import DEFAULT_ALPHA, SURROGATE_GRADS
 
 # ModelConfig.hybrid_variant values: the full hybrid, output initialisation only, state initialisation only.
 HYBRID_VARIANTS = ("full", "output_init", "state_init")
+COMPUTE_DTYPES = ("float32", "bfloat16")  # ModelConfig.compute_dtype choices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +59,10 @@ class ModelConfig:
     # output (the hybrid, D); "output_init" = only the output (SNN deltas on the ANN heatmap, membranes from 0,
     # B, no state initialisers run); "state_init" = only the membranes (output integration from 0, C)
     hybrid_variant: Literal["full", "output_init", "state_init"] = "full"
+    # operand type of every convolution and matmul: "float32", or "bfloat16" (mixed precision: bf16 operands,
+    # float32 accumulation and results; parameters, membranes, output integration, BatchNorm, losses and the
+    # optimiser stay float32; spikes and event counts < 256 are exact in bf16)
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self):
         if len(self.ann_widths) != 6:
@@ -77,6 +84,8 @@ class ModelConfig:
         if self.hybrid_variant not in HYBRID_VARIANTS:
             raise ValueError(f"ModelConfig.hybrid_variant must be one of {HYBRID_VARIANTS}, "
                              f"got {self.hybrid_variant!r}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"ModelConfig.compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
         if not 0.0 <= self.output_decay_at_10ms <= 1.0:
             raise ValueError(f"ModelConfig.output_decay_at_10ms must be in [0, 1], got {self.output_decay_at_10ms}")
 
@@ -98,6 +107,12 @@ class ModelConfig:
         return LIFParams(tau=tau_in_steps(tau10, self.step_ms), v_threshold=self.v_threshold, reset=self.reset,
                          v_reset=self.v_reset, detach_reset=self.detach_reset, surrogate=self.surrogate,
                          alpha=alpha)
+
+    @property
+    def operand_dtype(self):
+        """The type convolution and matmul operands are rounded to: None for ``compute_dtype="float32"``
+        (operands keep the input's type: float32 in training, float64 in the parity tests), else bfloat16."""
+        return None if self.compute_dtype == "float32" else jnp.bfloat16
 
     @property
     def output_decay(self) -> float:

@@ -66,12 +66,14 @@ def _build(sampler, cfg: ModelConfig, lif_channels: dict[str, int]) -> tuple[dic
 
 
 def initial_states(params: dict, stats: dict, features: dict[str, jax.Array], target_shapes: dict,
-                   *, train: bool, bn_axis_name: str | None = None) -> tuple[dict[str, jax.Array], dict]:
+                   *, train: bool, bn_axis_name: str | None = None, operand_dtype=None
+                   ) -> tuple[dict[str, jax.Array], dict]:
     """``{LIF layer: v_init [B, h, w, c]}`` and the BatchNorm batch statistics (train) or ``stats`` (eval).
 
     ``target_shapes[layer]`` is the membrane's ``(h, w)``; an ANN map of half that size is upsampled.
     ``bn_axis_name``: synchronise train-mode BatchNorm statistics over this pmap axis
     (:attr:`ModelConfig.batch_norm_axis_name`; see :func:`hybridjax.models.layers.batch_norm`).
+    ``operand_dtype``: mixed precision of the convolutions (:func:`hybridjax.models.layers.conv2d`).
     """
     v_init, batch_stats = {}, {}
     for layer, (feature, _, _) in INITIALISER_SOURCES.items():
@@ -82,10 +84,10 @@ def initial_states(params: dict, stats: dict, features: dict[str, jax.Array], ta
         elif x.shape[-3:-1] != (h, w):
             raise ValueError(f"initialiser {layer}: ANN map {feature} has shape {x.shape}, membrane is {(h, w)}")
         p, s = params[layer], stats[layer]
-        y, b1 = batch_norm(conv2d(x, p["conv1"]), p["bn1"], s["bn1"], train=train, reduce_axes=(0, 1, 2),
-                           axis_name=bn_axis_name)
-        y, b2 = batch_norm(conv2d(leaky_relu(y), p["conv2"]), p["bn2"], s["bn2"], train=train,
+        y, b1 = batch_norm(conv2d(x, p["conv1"], operand_dtype=operand_dtype), p["bn1"], s["bn1"], train=train,
                            reduce_axes=(0, 1, 2), axis_name=bn_axis_name)
+        y, b2 = batch_norm(conv2d(leaky_relu(y), p["conv2"], operand_dtype=operand_dtype), p["bn2"], s["bn2"],
+                           train=train, reduce_axes=(0, 1, 2), axis_name=bn_axis_name)
         v_init[layer] = y
         batch_stats[layer] = {"bn1": b1, "bn2": b2}
     return v_init, batch_stats

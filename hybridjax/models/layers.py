@@ -20,10 +20,14 @@ BN_MOMENTUM = 0.1
 LEAKY_SLOPE = 0.1
 
 
-def conv2d(x: jax.Array, params: dict, *, stride: int = 1, padding: int | None = None) -> jax.Array:
+def conv2d(x: jax.Array, params: dict, *, stride: int = 1, padding: int | None = None,
+           operand_dtype=None) -> jax.Array:
     """2-D convolution ``[..., H, W, Cin] -> [..., H', W', Cout]`` with zero padding (default ``k // 2``).
 
     Leading axes beyond one batch axis (e.g. time-major ``[T, B, ...]``) are folded into the batch.
+    ``operand_dtype`` (e.g. ``jnp.bfloat16``; :attr:`hybridjax.models.ModelConfig.operand_dtype`): mixed
+    precision, the input and kernel are rounded to it and the products accumulated in the input's type, which
+    the result keeps (also in the backward pass: see :func:`conv_nhwc`). None: everything in the input's type.
     """
     kernel = params["kernel"]
     kh, kw = kernel.shape[:2]
@@ -32,17 +36,19 @@ def conv2d(x: jax.Array, params: dict, *, stride: int = 1, padding: int | None =
     lead = x.shape[:-3]
     x4 = x.reshape((math.prod(lead),) + x.shape[-3:])
     pads = ((pad_h, pad_h), (pad_w, pad_w))
+    if operand_dtype is None:
+        kernel = kernel.astype(x.dtype)
     if x.shape[-3] < kh or x.shape[-2] < kw:
-        y = conv_as_matmul(x4, kernel.astype(x.dtype), stride, pads)
+        y = conv_as_matmul(x4, kernel, stride, pads, operand_dtype)
     else:
-        y = conv_nhwc(x4, kernel.astype(x.dtype), stride, pads)
+        y = conv_nhwc(x4, kernel, stride, pads, operand_dtype)
     if "bias" in params:
-        y = y + params["bias"].astype(x.dtype)
+        y = y + params["bias"].astype(y.dtype)
     return y.reshape(lead + y.shape[1:])
 
 
 def conv_as_matmul(x: jax.Array, kernel: jax.Array, stride: int,
-                   pads: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+                   pads: tuple[tuple[int, int], tuple[int, int]], operand_dtype=None) -> jax.Array:
     r"""The same convolution as :func:`conv_nhwc`, as one matrix product of the im2col patches.
 
     .. math::
@@ -54,7 +60,7 @@ def conv_as_matmul(x: jax.Array, kernel: jax.Array, stride: int,
     64x64 input): XLA:CPU leaves its fast convolution path there and measured ~2 GFLOP/s (19.5 ms for a 3x3
     512 -> 512 conv at 2x2, batch 2, against 0.32 ms as a matmul). The patches repeat each input pixel at most
     ``kh kw`` times, which is cheap exactly when the map is small. Plain jnp ops: autodiff gives a dot-based
-    backward pass.
+    backward pass. ``operand_dtype``: as in :func:`conv2d` (patches and kernel rounded, result in ``x``'s type).
     """
     kh, kw, cin, cout = kernel.shape
     (top, bottom), (left, right) = pads
@@ -64,16 +70,26 @@ def conv_as_matmul(x: jax.Array, kernel: jax.Array, stride: int,
     taps = [jax.lax.slice(xp, (0, a, b, 0), (n, a + (ho - 1) * stride + 1, b + (wo - 1) * stride + 1, cin),
                           (1, stride, stride, 1)) for a in range(kh) for b in range(kw)]
     patches = jnp.concatenate(taps, axis=-1).reshape(n * ho * wo, kh * kw * cin)  # tap-major, as W.reshape
-    return jnp.dot(patches, kernel.reshape(kh * kw * cin, cout)).reshape(n, ho, wo, cout)
+    weights = kernel.reshape(kh * kw * cin, cout)
+    if operand_dtype is None:
+        return jnp.dot(patches, weights).reshape(n, ho, wo, cout)
+    y = jnp.dot(patches.astype(operand_dtype), weights.astype(operand_dtype), preferred_element_type=x.dtype)
+    return y.reshape(n, ho, wo, cout)
 
 
-def _conv_raw(x, kernel, stride, pads, lhs_dilation=(1, 1), rhs_dilation=(1, 1)):
+def _conv_raw(x, kernel, stride, pads, lhs_dilation=(1, 1), rhs_dilation=(1, 1), result_dtype=None):
     return jax.lax.conv_general_dilated(x, kernel, (stride, stride), pads, lhs_dilation=lhs_dilation,
-                                        rhs_dilation=rhs_dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                        rhs_dilation=rhs_dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        preferred_element_type=result_dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_nhwc(x, kernel, stride: int, pads: tuple[tuple[int, int], tuple[int, int]]):
+def mixed(a: jax.Array, operand_dtype) -> jax.Array:
+    """``a`` as a convolution / matmul operand: rounded to ``operand_dtype`` (None: unchanged)."""
+    return a if operand_dtype is None else a.astype(operand_dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_nhwc(x, kernel, stride: int, pads: tuple[tuple[int, int], tuple[int, int]], operand_dtype=None):
     r"""NHWC x HWIO convolution, zero padding ``pads = ((top, bottom), (left, right))``, whose backward pass is
     written as two convolutions in the canonical layout.
 
@@ -91,29 +107,36 @@ def conv_nhwc(x, kernel, stride: int, pads: tuple[tuple[int, int], tuple[int, in
 
     The results are the exact adjoints (the same sums, in the same precision). The backward pads follow from
     the leading pads and the shapes, so per-side (asymmetric) padding needs nothing else.
+
+    ``operand_dtype`` (mixed precision, e.g. bfloat16): ``x``, ``W`` and, in the backward pass, ``g`` are
+    rounded to it; every convolution accumulates in ``x``'s type and returns it (``g_W`` in the kernel's type).
+    The saved residual is the rounded ``x`` (half the memory in bfloat16).
     """
-    return _conv_raw(x, kernel, stride, pads)
+    return _conv_raw(mixed(x, operand_dtype), mixed(kernel, operand_dtype), stride, pads,
+                     result_dtype=None if operand_dtype is None else x.dtype)
 
 
-def _conv_nhwc_fwd(x, kernel, stride, pads):
-    return conv_nhwc(x, kernel, stride, pads), (x, kernel)
+def _conv_nhwc_fwd(x, kernel, stride, pads, operand_dtype):
+    return conv_nhwc(x, kernel, stride, pads, operand_dtype), (mixed(x, operand_dtype), kernel)
 
 
-def _conv_nhwc_bwd(stride, pads, residuals, g):
+def _conv_nhwc_bwd(stride, pads, operand_dtype, residuals, g):
     (pad_h, _), (pad_w, _) = pads
-    x, kernel = residuals
+    x, kernel = residuals  # x already in the operand type
     kh, kw = kernel.shape[:2]
     (_, h, w, _), (_, gh, gw, _) = x.shape, g.shape
+    grad_type, kernel_type = (None, None) if operand_dtype is None else (g.dtype, kernel.dtype)
+    g, kernel_op = mixed(g, operand_dtype), mixed(kernel, operand_dtype)
     barrier = jax.lax.optimization_barrier
-    flipped = barrier(jnp.transpose(jnp.flip(kernel, (0, 1)), (0, 1, 3, 2)))  # [kh, kw, Cout, Cin]
+    flipped = barrier(jnp.transpose(jnp.flip(kernel_op, (0, 1)), (0, 1, 3, 2)))  # [kh, kw, Cout, Cin]
     grad_x = _conv_raw(g, flipped, 1, ((kh - 1 - pad_h, h - 1 + pad_h - (gh - 1) * stride),
                                        (kw - 1 - pad_w, w - 1 + pad_w - (gw - 1) * stride)),
-                       lhs_dilation=(stride, stride))
+                       lhs_dilation=(stride, stride), result_dtype=grad_type)
     x_t = barrier(jnp.transpose(x, (3, 1, 2, 0)))  # [Cin, H, W, N]: Cin as batch, N as features
     g_t = barrier(jnp.transpose(g, (1, 2, 0, 3)))  # [gh, gw, N, Cout]: the "kernel"
     grad_k = _conv_raw(x_t, g_t, 1, ((pad_h, kh + (gh - 1) * stride - h - pad_h),
                                      (pad_w, kw + (gw - 1) * stride - w - pad_w)),
-                       rhs_dilation=(stride, stride))  # [Cin, kh, kw, Cout]
+                       rhs_dilation=(stride, stride), result_dtype=kernel_type)  # [Cin, kh, kw, Cout]
     return grad_x, jnp.transpose(grad_k, (1, 2, 0, 3))
 
 

@@ -80,7 +80,7 @@ class ANNUNet(nn.Module):
         layout.check_image(x, "ann_input", cfg.ann_in_channels)
         layout.check_resolution(x.shape[1], x.shape[2], "ann_input")
         params = self.param("ann", lambda k: init_ann_params(k, cfg))
-        heat, feats = ann_forward(params, x)
+        heat, feats = ann_forward(params, x, operand_dtype=cfg.operand_dtype)
         return (heat, feats) if return_features else heat
 
 
@@ -133,12 +133,13 @@ class HybridModel(nn.Module):
         layout.check_image(ann_input, "ann_input", cfg.ann_in_channels)
         layout.check_resolution(ann_input.shape[1], ann_input.shape[2], "ann_input")
         params = jax.lax.stop_gradient(self.ann_params) if self.freeze_ann else self.ann_params
-        return ann_forward(params, ann_input)
+        return ann_forward(params, ann_input, operand_dtype=cfg.operand_dtype)
 
     def _initial_states(self, features, height, width, train):
         shapes = {n: s[:2] for n, s in lif_shapes(self.config, height, width).items()}
         v_init, batch = initial_states(self.init_params, self.init_stats.value, features, shapes, train=train,
-                                       bn_axis_name=self.config.batch_norm_axis_name)
+                                       bn_axis_name=self.config.batch_norm_axis_name,
+                                       operand_dtype=self.config.operand_dtype)
         if train and self.is_mutable_collection("batch_stats") and not self.is_initializing():
             self.init_stats.value = update_running_stats(self.init_stats.value, batch, sequential_axis=False)
         return v_init

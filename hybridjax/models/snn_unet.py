@@ -118,11 +118,12 @@ jax.tree_util.register_dataclass(
 
 
 def _network(params, stats, x, neuron: Callable[[str, jax.Array], jax.Array], *, train: bool, bn_axes,
-             pure_snn: bool, bn_axis_name: str | None = None):
+             pure_snn: bool, bn_axis_name: str | None = None, operand_dtype=None):
     """The spiking U-Net's wiring, once. ``neuron(layer, current) -> spikes``; returns (head, batch stats).
 
     ``bn_axis_name``: synchronise train-mode BatchNorm statistics over this pmap axis
-    (:attr:`ModelConfig.batch_norm_axis_name`).
+    (:attr:`ModelConfig.batch_norm_axis_name`). ``operand_dtype``: mixed precision of the convolutions
+    (:attr:`ModelConfig.operand_dtype`; a callable inference-time conv keeps its own type).
     """
     batch_stats = {}
 
@@ -130,11 +131,12 @@ def _network(params, stats, x, neuron: Callable[[str, jax.Array], jax.Array], *,
         p = params[name]
         conv = p["conv"]  # a dict, or a callable inference-time form (hybridjax.runtime.folding)
         if upsample and not callable(conv) and POLYPHASE_KEY in conv and min(inp.shape[-3:-1]) >= FUSED_MIN_SIZE:
-            y = upsample2x_conv2d(inp, conv)  # = conv2d(upsample_bilinear2x(inp)) without the x2 map
+            # = conv2d(upsample_bilinear2x(inp)) without the x2 map
+            y = upsample2x_conv2d(inp, conv, operand_dtype=operand_dtype)
         else:
             inp = upsample_bilinear2x(inp) if upsample else inp
-            y = conv(inp, stride=stride) if callable(conv) else conv2d(inp, conv, stride=stride,
-                                                                     padding=conv["kernel"].shape[0] // 2)
+            y = conv(inp, stride=stride) if callable(conv) else conv2d(
+                inp, conv, stride=stride, padding=conv["kernel"].shape[0] // 2, operand_dtype=operand_dtype)
         if "bn" not in p:  # eval BatchNorm folded into the conv (hybridjax.runtime.folding.fold_batch_norms)
             return neuron(name, y if residual is None else y + residual)
         y, batch_stats[name] = batch_norm(y, p["bn"], stats[name], train=train, reduce_axes=bn_axes,
@@ -152,7 +154,7 @@ def _network(params, stats, x, neuron: Callable[[str, jax.Array], jax.Array], *,
     s_up1 = block("up1", jnp.concatenate([s_res2, s_down3], axis=-1), upsample=True)
     s_up2 = block("up2", jnp.concatenate([s_up1, s_down2], axis=-1), upsample=True)
     s_up3 = block("up3", jnp.concatenate([s_up2, s_down1], axis=-1), upsample=True)
-    head = conv2d(jnp.concatenate([s_up3, s_static], axis=-1), params["head"]["conv"])
+    head = conv2d(jnp.concatenate([s_up3, s_static], axis=-1), params["head"]["conv"], operand_dtype=operand_dtype)
     if pure_snn:
         head, batch_stats["head"] = batch_norm(head, params["head"]["bn"], stats["head"], train=train,
                                                reduce_axes=bn_axes, axis_name=bn_axis_name)
@@ -206,7 +208,8 @@ def _layer_mode(params, stats, events, v0, out0, cfg: ModelConfig, *, pure_snn: 
         return spikes
 
     heads, batch_stats = _network(params, stats, events, neuron, train=train, bn_axes=(1, 2, 3),
-                                  pure_snn=pure_snn, bn_axis_name=cfg.batch_norm_axis_name)
+                                  pure_snn=pure_snn, bn_axis_name=cfg.batch_norm_axis_name,
+                                  operand_dtype=cfg.operand_dtype)
 
     def integrate(out_prev, head_t):
         out = _output_update(out_prev, head_t, pure_snn=pure_snn, decay=cfg.output_decay,
@@ -272,7 +275,7 @@ def snn_step(params: dict, stats: dict, carry: tuple[dict, jax.Array], x_t: jax.
         return s
 
     head, batch_stats = _network(params, stats, x_t, neuron, train=train, bn_axes=(0, 1, 2), pure_snn=pure_snn,
-                                 bn_axis_name=cfg.batch_norm_axis_name)
+                                 bn_axis_name=cfg.batch_norm_axis_name, operand_dtype=cfg.operand_dtype)
     out = _output_update(out_prev, head, pure_snn=pure_snn, decay=cfg.output_decay, tau=cfg.snn_output_tau)
     per_step = {"out": out, "spike_counts": jnp.stack(counts), "spike_rates": jnp.stack(rates),
                 "batch_stats": batch_stats}

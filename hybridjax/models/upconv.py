@@ -61,7 +61,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybridjax.models.layers import conv_nhwc
+from hybridjax.models.layers import conv_nhwc, mixed
 
 # C_a[t, d]: weight of z[r + t] (t = -2..1 for phase 0, -1..2 for phase 1) in U'[2r + a + d], d = -2..2.
 PHASE_COEFFICIENTS = np.array([
@@ -76,9 +76,11 @@ PHASE_COEFFICIENTS = np.array([
 ])
 
 
-def _conv(x, kernel, pads, lhs_dilation=(1, 1), rhs_dilation=(1, 1)):
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), pads, lhs_dilation=lhs_dilation,
-                                        rhs_dilation=rhs_dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+def _conv(x, kernel, pads, lhs_dilation=(1, 1), rhs_dilation=(1, 1), operand_dtype=None, result_dtype=None):
+    return jax.lax.conv_general_dilated(mixed(x, operand_dtype), mixed(kernel, operand_dtype), (1, 1), pads,
+                                        lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        preferred_element_type=None if operand_dtype is None else result_dtype)
 
 
 def flip_kernel(kernel: jax.Array) -> jax.Array:
@@ -86,24 +88,26 @@ def flip_kernel(kernel: jax.Array) -> jax.Array:
     return jnp.transpose(jnp.flip(kernel, (0, 1)), (0, 1, 3, 2))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _conv_flipped(x, kernel, flipped, pads):
-    return _conv(x, kernel, pads)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _conv_flipped(x, kernel, flipped, pads, operand_dtype):
+    return _conv(x, kernel, pads, operand_dtype=operand_dtype, result_dtype=x.dtype)
 
 
-def _conv_flipped_fwd(x, kernel, flipped, pads):
-    return _conv(x, kernel, pads), (x, kernel, flipped)
+def _conv_flipped_fwd(x, kernel, flipped, pads, operand_dtype):
+    return _conv_flipped(x, kernel, flipped, pads, operand_dtype), (mixed(x, operand_dtype), kernel, flipped)
 
 
-def _conv_flipped_bwd(pads, residuals, g):
-    x, kernel, flipped = residuals
+def _conv_flipped_bwd(pads, operand_dtype, residuals, g):
+    x, kernel, flipped = residuals  # x already in the operand type
     kh, kw = kernel.shape[:2]
     (top, bottom), (left, right) = pads
     barrier = jax.lax.optimization_barrier
-    grad_x = _conv(g, flipped, ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)))
+    grad_type, g = g.dtype, mixed(g, operand_dtype)  # g has the primal x's type
+    grad_x = _conv(g, flipped, ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)),
+                   operand_dtype=operand_dtype, result_dtype=grad_type)
     x_t = barrier(jnp.transpose(x, (3, 1, 2, 0)))  # [Cin, H, W, N]: Cin as batch, N as features
     g_t = barrier(jnp.transpose(g, (1, 2, 0, 3)))  # [gh, gw, N, Cout]: the "kernel"
-    grad_k = _conv(x_t, g_t, pads)  # [Cin, kh, kw, Cout]
+    grad_k = _conv(x_t, g_t, pads, operand_dtype=operand_dtype, result_dtype=kernel.dtype)  # [Cin, kh, kw, Cout]
     # The flipped kernel is a function of the kernel computed by the caller: its cotangent is the kernel's.
     return grad_x, jnp.transpose(grad_k, (1, 2, 0, 3)), jnp.zeros_like(flipped)
 
@@ -112,7 +116,7 @@ _conv_flipped.defvjp(_conv_flipped_fwd, _conv_flipped_bwd)
 
 
 def conv_padded(x: jax.Array, kernel: jax.Array, pads: tuple[tuple[int, int], tuple[int, int]],
-                flipped: jax.Array | None = None) -> jax.Array:
+                flipped: jax.Array | None = None, operand_dtype=None) -> jax.Array:
     r"""Stride-1 NHWC x HWIO convolution with per-side zero padding ``((top, bottom), (left, right))``.
 
     The backward pass is two canonical convolutions (:func:`hybridjax.models.layers.conv_nhwc`, stride 1), the
@@ -126,10 +130,11 @@ def conv_padded(x: jax.Array, kernel: jax.Array, pads: tuple[tuple[int, int], tu
     ``flipped``: :func:`flip_kernel` of ``kernel`` computed by the caller (e.g. once outside a time scan, where
     XLA would otherwise redo the transpose in every step's backward); its cotangent is returned as zeros (the
     kernel's own cotangent is the gradient). When None it is computed in the backward pass.
+    ``operand_dtype``: mixed precision as in :func:`hybridjax.models.layers.conv_nhwc`.
     """
     if flipped is None:
-        return conv_nhwc(x, kernel, 1, pads)
-    return _conv_flipped(x, kernel, flipped, pads)
+        return conv_nhwc(x, kernel, 1, pads, operand_dtype)
+    return _conv_flipped(x, kernel, flipped, pads, operand_dtype)
 
 
 def _combine(kernel: jax.Array, axis: int) -> list[jax.Array]:
@@ -246,13 +251,14 @@ def with_polyphase_kernels(params: dict) -> dict:
     return {**params, POLYPHASE_KEY: polyphase_kernels(params["kernel"])}
 
 
-def upsample2x_conv2d(x: jax.Array, params: dict, *, padding: int | None = None) -> jax.Array:
+def upsample2x_conv2d(x: jax.Array, params: dict, *, padding: int | None = None, operand_dtype=None) -> jax.Array:
     """``conv2d(upsample_bilinear2x(x), params, padding=2)`` for a 5x5 kernel, without the upsampled map.
 
     ``x``: ``[..., H, W, Cin]`` (leading axes folded into the batch, as :func:`layers.conv2d` does);
     ``params``: ``{"kernel": [5, 5, Cin, Cout], "bias": [Cout]?, "polyphase": ...?}`` (the last from
     :func:`with_polyphase_kernels`; computed here when absent); returns ``[..., 2H, 2W, Cout]``.
     Only the 5x5 kernel with padding 2 (the default) has a polyphase saving and is supported.
+    ``operand_dtype``: mixed precision as in :func:`hybridjax.models.layers.conv2d` (every convolution here).
     """
     kernel = params["kernel"]
     if padding not in (None, 2):
@@ -262,7 +268,8 @@ def upsample2x_conv2d(x: jax.Array, params: dict, *, padding: int | None = None)
     kernels = params.get(POLYPHASE_KEY)
     if kernels is None:
         kernels = polyphase_kernels(kernel)
-    kernels = jax.tree_util.tree_map(lambda k: k.astype(x.dtype), kernels)
+    if operand_dtype is None:
+        kernels = jax.tree_util.tree_map(lambda k: k.astype(x.dtype), kernels)
     lead = x.shape[:-3]
     h, w, _ = x.shape[-3:]
     cout = kernel.shape[3]
@@ -278,7 +285,8 @@ def upsample2x_conv2d(x: jax.Array, params: dict, *, padding: int | None = None)
     # 32x32, batch 2) on the 2-core machine.
     x_edge = edge_pad1(x4)
     flipped = kernels["flipped"]
-    wide = conv_padded(x_edge, kernels["phases"], ((1, 1), (1, 1)), flipped["phases"])  # [N, H+1, W+1, 4 Cout]
+    # [N, H+1, W+1, 4 Cout]
+    wide = conv_padded(x_edge, kernels["phases"], ((1, 1), (1, 1)), flipped["phases"], operand_dtype)
     rows = [jnp.stack([wide[:, a:a + h, b:b + w, (2 * a + b) * cout:(2 * a + b + 1) * cout] for b in (0, 1)],
                       axis=3) for a in (0, 1)]  # [N, H, W, 2, Cout] per row phase
     y = jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, cout)
@@ -287,8 +295,10 @@ def upsample2x_conv2d(x: jax.Array, params: dict, *, padding: int | None = None)
     z_rows = jnp.pad(x_edge[:, 1:h + 1:max(h - 1, 1)], ((0, 0), (0, 0), (1, 1), (0, 0)))  # rows 0, H-1 (W+4)
     ring_rows = _upsample_extended(z_rows, 2)  # [N, 1 or 2, 2W+4, Cin]
     no_pad = ((0, 0), (0, 0))
-    top = _two_outputs(conv_padded(ring_rows[:, :1], kernels["top"], no_pad, flipped["top"]), 1)
-    bottom = _two_outputs(conv_padded(ring_rows[:, -1:], kernels["bottom"], no_pad, flipped["bottom"]), 1)
+    top = _two_outputs(conv_padded(ring_rows[:, :1], kernels["top"], no_pad, flipped["top"],
+                                     operand_dtype), 1)
+    bottom = _two_outputs(conv_padded(ring_rows[:, -1:], kernels["bottom"], no_pad, flipped["bottom"],
+                                     operand_dtype), 1)
     # Subtracted in place on the two border rows (a zero-padded full-size map per correction measured as four
     # extra passes over the output).
     y = y.at[:, :2].add(-top).at[:, 2 * h - 2:].add(-bottom)
@@ -298,8 +308,10 @@ def upsample2x_conv2d(x: jax.Array, params: dict, *, padding: int | None = None)
     z_cols = jnp.pad(x_edge[:, :, 1:w + 1:max(w - 1, 1)], ((0, 0), (1, 1), (0, 0), (0, 0)))  # cols 0, W-1
     ring_cols = _upsample_extended(z_cols, 1)[:, 2:2 * h + 2]  # [N, 2H, 1 or 2, Cin]
     rows_pad = ((2, 2), (0, 0))
-    left = _two_outputs(conv_padded(ring_cols[:, :, :1], kernels["left"], rows_pad, flipped["left"]), 2)
-    right = _two_outputs(conv_padded(ring_cols[:, :, -1:], kernels["right"], rows_pad, flipped["right"]), 2)
+    left = _two_outputs(conv_padded(ring_cols[:, :, :1], kernels["left"], rows_pad,
+                                    flipped["left"], operand_dtype), 2)
+    right = _two_outputs(conv_padded(ring_cols[:, :, -1:], kernels["right"], rows_pad,
+                                    flipped["right"], operand_dtype), 2)
     y = y.at[:, :, :2].add(-left).at[:, :, 2 * w - 2:].add(-right)
 
     if "bias" in params:
