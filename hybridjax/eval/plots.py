@@ -223,12 +223,13 @@ def plot_power_vs_mpjpe(tradeoff: dict, path) -> pathlib.Path:
             _error_bar(ax, p["power_w"], p["mpjpe"], color=color, marker="o", markersize=4)
             text = (f"ANN {fmt_rate(1000.0 / p['period_ms'])}" if model != "ann_at_rate"
                     else fmt_rate(p["output_rate_hz"]))
-            ax.annotate(text, (p["power_w"], p["mpjpe"]["mean"]), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7, color=color)
+            ax.annotate(text, (p["power_w"], p["mpjpe"]["mean"]), textcoords="offset points", fontsize=7,
+                        xytext=(4, -11) if model == "hybrid" else (4, 5), color=color)
     for i, (label, power, mpjpe) in enumerate(PAPER_POINTS):
         ax.scatter([power], [mpjpe], marker="*", s=120, color="black", zorder=5,
                    label="paper's points (DHP19, real data)" if i == 0 else None)
-        ax.annotate(label, (power, mpjpe), textcoords="offset points", xytext=(6, -6 - 9 * i), fontsize=7)
+        ax.annotate(label, (power, mpjpe), textcoords="offset points", xytext=(-6, 6 + 9 * i), fontsize=7,
+                    ha="right")
     ax.set_xscale("log")
     setup = tradeoff["setup"]
     ax.set_xlabel(f"power [W] ({setup['energy_preset']} energy preset, model at "

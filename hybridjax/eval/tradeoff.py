@@ -329,10 +329,11 @@ def tradeoff_markdown(result: dict, image: str | None = None) -> list[str]:
     lines += ["", "Paper (DHP19, camera 3, paper model at 256x256): hybrid 0.424 W / 5.19 px at 100 Hz and 0.432 W / "
               "5.16 px at 200 Hz (ANN at 10 Hz); ANN 3.718 W / 5.03 px at 100 Hz."]
     if result.get("skipped"):
-        reasons = sorted({s["reason"].split(" of the model")[0] for s in result["skipped"]})
-        lines += ["", f"Skipped {len(result['skipped'])} point(s) the model's step or the window does not allow: "
-                  + "; ".join(f"{fmt_rate(s['output_rate_hz'])} at {s['period_ms']} ms" for s in result["skipped"])
-                  + f" ({'; '.join(reasons)})."]
+        by_reason: dict[str, list[str]] = {}
+        for s in result["skipped"]:
+            by_reason.setdefault(s["reason"], []).append(f"{fmt_rate(s['output_rate_hz'])} at {s['period_ms']} ms")
+        lines += ["", "Not allowed, hence skipped: " + "; ".join(f"{', '.join(points)} ({reason})"
+                                                          for reason, points in by_reason.items()) + "."]
     lines += ["", f"Sweep time: {setup['wall_seconds']:.0f} s."]
     if image:
         lines += ["", f"![accuracy versus power]({image})"]
