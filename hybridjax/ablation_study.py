@@ -173,7 +173,8 @@ def run_ablation(config: AblationConfig, log=print) -> dict:
     if config.plots:
         plots.plot_ablation(result, out / "ablation.png")
         lines += ["", "![ablation](ablation.png)"]
-    lines += ["", "## Training", "", "| variant | folder | final step | best validation MPJPE [px] | seconds |",
+    lines += ["", "## Training", "",
+              "| variant | folder | final step | best validation MPJPE [px] | seconds in this invocation |",
               "|---|---|---|---|---|"]
     for variant, summary in training.items():
         best = summary.get("best_val_mpjpe")

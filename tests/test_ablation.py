@@ -61,7 +61,8 @@ def test_first_period_scoring_with_constant_predictions(fixture_dataset, tmp_pat
         uv = np.full(events.shape[:2] + (13, 2), 100.0)
         return uv + np.arange(events.shape[0])[:, None, None, None]
 
-    result = evaluate_ablation({"output_init": constant, "state_init": moving}, fixture_dataset, batch_size=3)
+    result = evaluate_ablation({"output_init": constant, "state_init": moving, "full": moving}, fixture_dataset,
+                               batch_size=3)
     items = [fixture_dataset[i] for i in range(len(fixture_dataset))]
     truth = np.stack([it["landmarks"][:10] for it in items])  # [N, 10, J, 2]
     err_b = np.linalg.norm(100.0 - truth, axis=-1)
@@ -73,6 +74,10 @@ def test_first_period_scoring_with_constant_predictions(fixture_dataset, tmp_pat
     assert c["last_step"]["mean"] == pytest.approx(np.nanmean(err_c[:, 9]))
     assert [s["time_ms"] for s in c["per_step"]] == [10.0 * (k + 1) for k in range(10)]
     assert c["first_period"]["ci_low"] <= c["first_period"]["mean"] <= c["first_period"]["ci_high"]
+    # Paired with D (here = C's predictions): B - D is the difference of the means, C - D exactly 0.
+    assert b["minus_full"]["first_period"]["mean"] == pytest.approx(np.nanmean(err_b) - np.nanmean(err_c))
+    assert c["minus_full"]["last_step"] == {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0, "windows": len(items)}
+    assert "minus_full" not in result["variants"]["full"]
     table = "\n".join(ablation_markdown(result))
     assert "| B: output init only (OI) | " + f"{b['first_period']['mean']:.2f} [" in table
     assert "5.1 -> 7.2" in table  # the paper's C beside ours

@@ -23,9 +23,10 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from hybridjax.eval.statistics import WindowErrors, format_interval
+from hybridjax.eval.statistics import WindowErrors, format_interval, paired_difference_ci
 
 VARIANTS = ("snn", "output_init", "state_init", "full", "scratch")  # report order: A, B, C, D, scratch
+REFERENCE = "full"  # the variant the others are compared with, window by window (paired intervals)
 VARIANT_LABELS = {
     "snn": "A: pure SNN (no ANN)",
     "output_init": "B: output init only (OI)",
@@ -69,8 +70,9 @@ def evaluate_ablation(predictors: dict[str, Predictor], dataset, *, period_ms: f
 
     ``period_ms``: the span scored (None: the dataset's ``window_step_ms``, the hybrid's ANN period).
     Returns ``{"setup", "variants": {name: {"first_period", "first_step", "last_step", "per_step",
-    "windows"}}}``, each statistic ``{"mean", "ci_low", "ci_high", "windows"}`` (per_step entries add
-    ``time_ms``, the end of the step after the initialisation).
+    "windows", "minus_full"}}}``, each statistic ``{"mean", "ci_low", "ci_high", "windows"}`` (per_step
+    entries add ``time_ms``, the end of the step after the initialisation; ``minus_full``: the paired
+    differences to D of the first three, when D is among the variants).
     """
     from hybridjax.data.batch import pool_pixels
     from hybridjax.eval.evaluate import _select_items
@@ -105,6 +107,7 @@ def evaluate_ablation(predictors: dict[str, Predictor], dataset, *, period_ms: f
                 errors[name].add(np.where(_mask(labelled, period_steps), uv[:, b], np.nan), truth)
         if log is not None:
             log(f"ablation: {min(start + batch_size, len(indices))} / {len(indices)} windows")
+    spans = {"first_period": labelled, "first_step": labelled[:1], "last_step": labelled[-1:]}
     variants = {}
     for name, acc in errors.items():
         per_step = []
@@ -113,10 +116,20 @@ def evaluate_ablation(predictors: dict[str, Predictor], dataset, *, period_ms: f
             per_step.append({"step": int(t), "time_ms": float((t + 1) * step_ms), **entry})
         variants[name] = {"first_period": acc.over_steps(labelled), "first_step": per_step[0],
                           "last_step": per_step[-1], "per_step": per_step, "windows": acc.num_windows}
+        if REFERENCE in errors and name != REFERENCE:
+            variants[name]["minus_" + REFERENCE] = {key: _paired(acc, errors[REFERENCE], steps)
+                                                   for key, steps in spans.items()}
     return {"setup": {"dataset": type(dataset).__name__, "camera": camera, "num_windows": len(indices),
                       "period_ms": float(period_ms), "step_ms": float(step_ms), "labelled_steps": labelled.tolist(),
                       "downsample": downsample, "wall_seconds": time.perf_counter() - started},
             "variants": variants}
+
+
+def _paired(a: WindowErrors, b: WindowErrors, steps) -> dict:
+    """Paired bootstrap interval of ``MPJPE_a - MPJPE_b`` over ``steps``, the windows resampled together."""
+    (sa, ca), (sb, cb) = a.arrays(), b.arrays()
+    return paired_difference_ci(sa[:, steps].sum(axis=1), ca[:, steps].sum(axis=1),
+                                sb[:, steps].sum(axis=1), cb[:, steps].sum(axis=1))
 
 
 def _mask(labelled: np.ndarray, steps: int) -> np.ndarray:
@@ -144,4 +157,13 @@ def ablation_markdown(result: dict, title: str = "Ablation: what the ANN initial
         cells = [format_interval(entry[key]) for key in ("first_period", "first_step", "last_step")]
         row = [VARIANT_LABELS.get(name, name), *cells, str(entry["windows"]), paper]
         lines.append("| " + " | ".join(row) + " |")
+    paired = {name: entry["minus_" + REFERENCE] for name, entry in result["variants"].items()
+              if "minus_" + REFERENCE in entry}
+    if paired:
+        lines += ["", f"Difference to {VARIANT_LABELS[REFERENCE]} on the same windows (variant minus D, px; paired "
+                  "bootstrap: an interval entirely above 0 means worse than D):", "",
+                  "| variant | first-period mean | first step | last step |", "|---|---|---|---|"]
+        for name, diff in paired.items():
+            cells = [format_interval(diff[key]) for key in ("first_period", "first_step", "last_step")]
+            lines.append("| " + " | ".join([VARIANT_LABELS.get(name, name), *cells]) + " |")
     return lines

@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 
 # DHP19 joints: head, shoulderR, shoulderL, elbowR, elbowL, hipR, hipL, handR, handL, kneeR, kneeL, footR, footL.
 BONES = (
@@ -261,9 +262,10 @@ def plot_ablation(ablation: dict, path) -> pathlib.Path:
         ours.fill_between(times, low, high, color=cmap(i), alpha=0.15)
     setup = ablation["setup"]
     ours.set_title(f"hybridjax on {setup['dataset']} ({setup['num_windows']} windows, 95% CI)", fontsize=9)
+    ours.set_yscale("log")
     ours.set_xlabel("time since the ANN initialisation [ms]")
     ours.set_ylabel("2-D MPJPE [px of the 256 crop]")
-    ours.grid(alpha=0.3)
+    ours.grid(alpha=0.3, which="both")
     ours.legend(fontsize=7)
     paper = fig.add_subplot(1, 2, 2)
     for i, (name, (first, tenth, note)) in enumerate(PAPER_ABLATION.items()):
@@ -275,4 +277,8 @@ def plot_ablation(ablation: dict, path) -> pathlib.Path:
     paper.set_yscale("log")
     paper.grid(alpha=0.3, which="both")
     paper.legend(fontsize=6)
+    for ax in (ours, paper):  # plain numbers on the log axes
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.tick_params(axis="y", which="minor", labelsize=7)
     return _save(fig, path)
