@@ -2,6 +2,8 @@
 must give or the proof that nothing is lost. Grouped by component; each test is small and fast."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import pathlib
 import runpy
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 from test_data_errors import make_events, ms_table, write_recording
 from test_data_h36m import label_track, write_labels, write_sequence
+from test_train_checkpoint import ann_config
 
 from hybridjax import convert
 from hybridjax.cli import run_cli
@@ -22,6 +25,10 @@ from hybridjax.data.h36m import EventH36MDataset
 from hybridjax.errors import UserError
 from hybridjax.models import ModelConfig, init_variables
 from hybridjax.runtime import StreamingConfig, StreamingPoseEstimator
+from hybridjax.train.checkpoint import CheckpointCorruptError, CheckpointMismatchError, StageCheckpointer
+from hybridjax.train.config import ResumeConfigError
+from hybridjax.train.logging import read_metrics
+from hybridjax.train.loop import TrainingInterrupted, restore_stage_state, run_stage
 
 # ---- streaming runtime: polarity, coordinates and timestamps are checked per chunk (case 7) ----------------
 _STREAM_CFG = ModelConfig.preset("tiny")
@@ -264,9 +271,9 @@ def _run_script(monkeypatch, capsys, script, *args):
     return info.value.code, capsys.readouterr().err
 
 
-def _tiny_dhp19_args(shared_dir, workdir):
+def _tiny_dhp19_args(shared_dir, workdir, steps=1):
     return ["tiny", "--dataset", "dhp19", "--data-dir", str(shared_dir / "fixtures" / "dhp19_mini"),
-            "--workdir", str(workdir), "--stage", "ann", "--ann.num-steps", "1", "--no-evaluate-at-end",
+            "--workdir", str(workdir), "--stage", "ann", "--ann.num-steps", str(steps), "--no-evaluate-at-end",
             "--no-progress"]
 
 
@@ -316,3 +323,141 @@ def test_cli_wrapper_exits_with_128_plus_the_signal_of_a_checkpointed_stop(monke
     with pytest.raises(SystemExit) as info:
         run_cli(lambda: (_ for _ in ()).throw(TrainingInterrupted("hybrid: stopped by signal SIGTERM", 15)))
     assert info.value.code == 143 and capsys.readouterr().err == "hybrid: stopped by signal SIGTERM\n"
+
+
+# ---- checkpoints: verified on restore, fall back to the newest good one (cases 3, 12) ----------------------
+def _arrays(scale=1.0):
+    rng = np.random.default_rng(0)
+    return {"params": {"w": scale * rng.normal(size=(64, 128)).astype(np.float32)},
+            "opt": {"mu": scale * rng.normal(size=(64, 128)).astype(np.float32)}, "step": np.asarray(3)}
+
+
+def _saved(tmp_path, steps=(10, 20, 30)):
+    ckpt = StageCheckpointer(tmp_path / "checkpoints", keep_last=5)
+    for step in steps:
+        ckpt.save(step, _arrays(step), {})
+    return ckpt
+
+
+def _largest_data_file(folder):
+    return max((p for p in folder.rglob("*") if p.is_file() and "/d/" in str(p)), key=lambda p: p.stat().st_size)
+
+
+def _garble(path, count=2000):
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + count] = np.random.default_rng(1).integers(0, 256, count, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+
+def test_garbled_checkpoint_bytes_are_detected(tmp_path):
+    # Before: orbax restored the changed values (1820 entries of an Adam moment) without a word.
+    ckpt = _saved(tmp_path, (10,))
+    _garble(_largest_data_file(tmp_path / "checkpoints" / "10"))
+    with pytest.raises(CheckpointCorruptError, match=r"checkpoint .*/10 (is corrupt: the content of 1 array|cannot)"):
+        ckpt.restore(10, _arrays())
+    ckpt.close()
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_good_one(tmp_path):
+    ckpt = _saved(tmp_path)
+    _garble(_largest_data_file(tmp_path / "checkpoints" / "30"))
+    messages = []
+    step, arrays = ckpt.restore_newest_good(_arrays(), log=messages.append, move_damaged=True)
+    assert step == 20
+    np.testing.assert_array_equal(arrays["params"]["w"], _arrays(20)["params"]["w"])
+    assert "checkpoints/30" in messages[0] and "trying an older checkpoint" in messages[0]
+    assert (tmp_path / "damaged" / "30").is_dir() and ckpt.all_steps() == [10, 20]  # kept, not deleted
+    ckpt.save(30, _arrays(30), {})  # the step can be saved again
+    assert ckpt.restore(30, _arrays())["params"]["w"][0, 0] == _arrays(30)["params"]["w"][0, 0]
+    ckpt.close()
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda f: shutil.rmtree(f / "default"), "cannot be read"),
+    (lambda f: _largest_data_file(f).write_bytes(_largest_data_file(f).read_bytes()[:100]), "cannot be read"),
+    (lambda f: (f / "default" / "_METADATA").unlink(), "cannot be read|is corrupt"),
+    (lambda f: (f / "hybridjax_integrity.json").unlink(), "has no hybridjax_integrity.json: its save did not"),
+])
+def test_folder_damage_is_named_and_every_damaged_checkpoint_listed(tmp_path, damage, reason):
+    # Before: "Unable to retrieve default item", a raw OUT_OF_RANGE, or a mismatch error blaming the preset.
+    ckpt = _saved(tmp_path, (10, 20))
+    for step in (10, 20):
+        damage(tmp_path / "checkpoints" / str(step))
+    messages = []
+    try:
+        if reason == "cannot be read|is corrupt":  # orbax may still read the arrays: then the hashes decide
+            try:
+                ckpt.restore_newest_good(_arrays(), log=messages.append)
+            except CheckpointCorruptError as err:
+                assert "checkpoints/20" in str(err) and "checkpoints/10" in str(err)
+            else:
+                assert not messages  # restored, and the content hashes matched: the data is intact
+            return
+        with pytest.raises(CheckpointCorruptError, match=rf"no usable checkpoint .*every one is damaged:\n"
+                                                         rf".*checkpoints/20 ({reason})(.|\n)*checkpoints/10"):
+            ckpt.restore_newest_good(_arrays(), log=messages.append)
+        assert not (tmp_path / "damaged").exists()  # nothing moved when nothing is good
+    finally:
+        ckpt.close()
+
+
+def test_a_checkpoint_of_another_configuration_is_a_mismatch_not_damage(tmp_path):
+    ckpt = _saved(tmp_path, (10,))
+    other = {"params": {"w": np.zeros((64, 64), np.float32)}, "opt": _arrays()["opt"], "step": np.asarray(3)}
+    with pytest.raises(CheckpointMismatchError, match=r"params/w: checkpoint has shape \(64, 128\)"):
+        ckpt.restore(10, other)
+    ckpt.close()
+
+
+# ---- resuming a stage: verified, with the settings it was trained with (cases 3, 8) -----------------------
+def _ann_run(shared_dir, workdir, **changes):
+    config = ann_config(shared_dir, workdir)
+    return dataclasses.replace(config, **changes)
+
+
+def test_resume_after_a_corrupt_final_checkpoint_retrains_from_the_newest_good_one(shared_dir, tmp_path):
+    # Before: the stage said "already trained" on garbled bytes of its final checkpoint.
+    config = _ann_run(shared_dir, tmp_path)
+    run_stage(config, "ann", config.data_dir, log=lambda *_: None)
+    reference, _ = restore_stage_state(config, "ann", "latest")
+    _garble(_largest_data_file(tmp_path / "ann" / "checkpoints" / "4"))
+    messages = []
+    result = run_stage(config, "ann", config.data_dir, log=messages.append)
+    text = "\n".join(messages)
+    assert "checkpoints/4" in text and "trying an older checkpoint" in text and "resuming from" in text
+    assert result.final_step == 4 and (tmp_path / "ann" / "damaged" / "4").is_dir()
+    final, step = restore_stage_state(config, "ann", "latest")
+    assert step == 4
+    for got, want in zip(jax.tree_util.tree_leaves(final.arrays()), jax.tree_util.tree_leaves(reference.arrays())):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))  # bit-identical to the first run
+
+
+def test_resuming_with_other_settings_stops_and_lists_them(shared_dir, tmp_path):
+    # Before: --seed 7 --ann.learning-rate 0.5 resumed silently and overwrote config.json.
+    config = _ann_run(shared_dir, tmp_path)
+    with pytest.raises(TrainingInterrupted):
+        run_stage(config, "ann", config.data_dir, log=lambda *_: None, stop_after=3)  # checkpoint 2 saved
+    changed = dataclasses.replace(config, seed=7, ann=dataclasses.replace(config.ann, learning_rate=0.002,
+                                                                          log_every=2))
+    listed = r"\n  ann\.learning_rate: 0\.001 -> 0\.002\n  seed: 2022 -> 7\n"
+    with pytest.raises(ResumeConfigError, match=r"ann: the checkpoint .*checkpoints/2 was trained with other "
+                                                rf"settings:{listed}Re-run with the original settings.*--force"):
+        run_stage(changed, "ann", config.data_dir, log=lambda *_: None)
+    assert json.loads((tmp_path / "ann" / "config.json").read_text())["seed"] == 2022  # not overwritten
+    # Other logging is no change; --force-resume continues and is recorded.
+    run_stage(dataclasses.replace(changed, force_resume=True), "ann", config.data_dir, log=lambda *_: None)
+    events = [row for row in read_metrics(tmp_path / "ann" / "metrics.jsonl") if row["split"] == "event"]
+    assert events == [{"stage": "ann", "step": 2, "split": "event", "event": "force_resume",
+                       "changed": ["ann.learning_rate: 0.001 -> 0.002", "seed: 2022 -> 7"]}]
+
+
+def test_resume_with_other_widths_is_one_message_on_the_command_line(monkeypatch, capsys, tmp_path, shared_dir):
+    # Before: a CheckpointMismatchError traceback, exit 1.
+    small = ["--data.downsample", "8", "--ann.eval-every", "0", "--ann.checkpoint-every", "1"]
+    status, err = _run_script(monkeypatch, capsys, "train.py", *_tiny_dhp19_args(shared_dir, tmp_path), *small)
+    assert status == 0, err
+    status, err = _run_script(monkeypatch, capsys, "train.py", *_tiny_dhp19_args(shared_dir, tmp_path, steps=2),
+                              *small, "--model.ann-widths", "8", "12", "16", "24", "32", "48")
+    assert status == 2 and "Traceback" not in err, err
+    assert "model.ann_widths: [8, 12, 16, 24, 32, 32] -> [8, 12, 16, 24, 32, 48]" in err

@@ -15,10 +15,14 @@ import json
 import pathlib
 from typing import Literal
 
-from hybridjax.errors import ConfigError
+from hybridjax.errors import ConfigError, UserError
 from hybridjax.models.config import ModelConfig
 
 STAGE_ORDER = ("ann", "snn", "hybrid")
+
+
+class ResumeConfigError(UserError, ValueError):
+    """Resuming a stage with settings other than those its checkpoint was trained with (lists them)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +83,9 @@ class TrainConfig:
     seed: int = 2022  # one seed for initialisation, shuffling and step randomness (official 2022)
     keep_last: int = 3  # checkpoints kept per stage (the best by validation MPJPE is kept as well)
     resume: bool = True  # continue from the latest checkpoint of a stage found in the workdir
+    # resume even though the configuration differs from the one the checkpoint was written with (the
+    # differences are listed in the stage's metrics.jsonl); without it such a resume stops and lists them
+    force_resume: bool = False
     num_devices: int = 0  # local devices to use (0 = all); > 1 means pmap with the batch split across them
     distributed: bool | None = None  # jax.distributed.initialize; None = auto (cluster environment variables)
     coordinator_address: str | None = None  # distributed: "host:port" of process 0 (None = auto-detect)
@@ -129,6 +136,40 @@ class TrainConfig:
         """Inverse of :meth:`to_json` (tuples and paths restored from their field types)."""
         raw = json.loads(text)
         return _from_dict(cls, raw)
+
+
+# Settings that may change between a run and its resume: step budget, logging, evaluation, checkpoint
+# retention and where / how the run executes. Everything else changes what is trained.
+RESUMABLE_FIELDS = frozenset({
+    "workdir", "stage", "resume", "force_resume", "progress", "evaluate_at_end", "max_eval_items", "keep_last",
+    "cache_dir", "distributed", "coordinator_address", "num_processes", "process_id",
+    "data.max_val_items", "data.prefetch", "data.num_workers",
+})
+RESUMABLE_STAGE_FIELDS = frozenset({"num_steps", "num_epochs", "eval_every", "checkpoint_every", "log_every"})
+HYBRID_ONLY_FIELDS = frozenset({"hybrid_from_snn", "hybrid_zero_head", "output_loss_weight",
+                                "membrane_loss_weight"})
+
+
+def resume_differences(stored: dict, current: dict, stage: str) -> list[str]:
+    """``"field: stored -> current"`` for every setting that matters to ``stage`` and differs between two
+    ``TrainConfig.to_json`` dicts (the fields of :data:`RESUMABLE_FIELDS` and the other stages' settings
+    are left out)."""
+    def flat(tree, prefix=""):
+        out = {}
+        for key, value in tree.items():
+            name = prefix + key
+            out.update(flat(value, name + ".") if isinstance(value, dict) else {name: value})
+        return out
+
+    def relevant(name):
+        head, _, leaf = name.partition(".")
+        if head in STAGE_ORDER:
+            return head == stage and leaf not in RESUMABLE_STAGE_FIELDS
+        return name not in RESUMABLE_FIELDS and (stage == "hybrid" or name not in HYBRID_ONLY_FIELDS)
+
+    old, new = flat(stored), flat(current)
+    return [f"{name}: {old.get(name, '(absent)')!r} -> {new.get(name, '(absent)')!r}"
+            for name in sorted(set(old) | set(new)) if relevant(name) and old.get(name) != new.get(name)]
 
 
 def _jsonable(value):

@@ -1,6 +1,7 @@
 """Metric logs of a stage: ``<workdir>/<stage>/metrics.jsonl`` and TensorBoard event files beside it.
 
-One JSON object per line: ``{"stage", "step", "split" ("train" | "val"), <metric>: float, ...}``. After
+One JSON object per line: ``{"stage", "step", "split" ("train" | "val"), <metric>: float, ...}``, and
+event rows ``{"stage", "step", "split": "event", "event": name, ...}`` (e.g. a ``--force-resume``). After
 a resume, lines of steps beyond the restored checkpoint (written before the crash) are dropped first so
 the file reads like that of an uninterrupted run.
 """
@@ -57,6 +58,14 @@ class MetricLogger:
             for name, value in row.items():
                 if isinstance(value, float):
                     self._writer.add_scalar(f"{self.stage}/{split}/{name}", value, step)
+        return row
+
+    def note(self, step: int, event: str, **details) -> dict:
+        """Writes an event row ``{"split": "event", "event": event, **details}`` (JSON values) for ``step``."""
+        row = {"stage": self.stage, "step": int(step), "split": "event", "event": event, **details}
+        if self.enabled:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
         return row
 
     def close(self) -> None:

@@ -37,7 +37,7 @@ from hybridjax.train import data as data_lib
 from hybridjax.train import distributed
 from hybridjax.train import stages as stage_lib
 from hybridjax.train.checkpoint import VAL_METRIC, MissingCheckpointError, StageCheckpointer
-from hybridjax.train.config import StageConfig, TrainConfig
+from hybridjax.train.config import ResumeConfigError, StageConfig, TrainConfig, resume_differences
 from hybridjax.train.logging import MetricLogger
 from hybridjax.train.stages import Stage
 from hybridjax.train.state import StepSettings, TrainState, adam
@@ -89,9 +89,10 @@ def checkpointer_for(config: TrainConfig, stage: str, *, read_only: bool = False
     return StageCheckpointer(stage_dir(config, stage) / "checkpoints", config.keep_last, read_only=read_only)
 
 
-def restore_stage_state(config: TrainConfig, stage: str, which: str = "best", num_devices: int = 1):
+def restore_stage_state(config: TrainConfig, stage: str, which: str = "best", num_devices: int = 1, log=print):
     """``(state, step)`` of a trained stage from the workdir: ``which`` = "best" (validation MPJPE, falling
-    back to the latest) or "latest". Raises :class:`MissingCheckpointError` when there is none."""
+    back to the latest) or "latest"; a damaged checkpoint is reported and the newest good one used instead.
+    Raises :class:`MissingCheckpointError` when there is none."""
     folder = stage_dir(config, stage) / "checkpoints"
     if not folder.is_dir() or not any(p.name.isdigit() for p in folder.iterdir()):
         raise MissingCheckpointError(
@@ -99,28 +100,52 @@ def restore_stage_state(config: TrainConfig, stage: str, which: str = "best", nu
             f"(python experiments/train.py ... --stage {stage} --workdir {config.workdir})"
         )
     ckpt = checkpointer_for(config, stage)
-    step = (ckpt.best_step() if which == "best" else None) or ckpt.latest_step()
     state = fresh_state(config, stage, num_devices)
-    state = state.with_arrays(ckpt.restore(step, state.arrays()))
-    ckpt.close()
-    return state, step
+    try:
+        step, arrays = ckpt.restore_newest_good(state.arrays(), first=ckpt.best_step() if which == "best" else None,
+                                                log=log)
+    finally:
+        ckpt.close()
+    return state.with_arrays(arrays), step
 
 
-def start_state(config: TrainConfig, stage: Stage, ckpt: StageCheckpointer, num_devices: int, log) -> TrainState:
-    """The state a stage trains from: its latest checkpoint (resume), else its warm start, else fresh."""
+def start_state(config: TrainConfig, stage: Stage, ckpt: StageCheckpointer, num_devices: int, log
+                ) -> tuple[TrainState, int | None]:
+    """``(state, restored step)`` a stage trains from: its newest good checkpoint (resume; damaged newer ones
+    are moved aside), else its warm start, else fresh (step None)."""
     state = fresh_state(config, stage.name, num_devices)
-    latest = ckpt.latest_step() if config.resume else None
-    if latest is not None:
-        log(f"{stage.name}: resuming from {ckpt.directory} step {latest}")
-        return state.with_arrays(ckpt.restore(latest, state.arrays()))
+    if config.resume and ckpt.all_steps():
+        step, arrays = ckpt.restore_newest_good(state.arrays(), log=log, move_damaged=jax.process_index() == 0)
+        log(f"{stage.name}: resuming from {ckpt.directory} step {step}")
+        return state.with_arrays(arrays), step
     if stage.warm_start is None:
-        return state
-    restore = functools.partial(_restore_best, config)
-    return stage.warm_start(config, state, restore, log)
+        return state, None
+    restore = functools.partial(_restore_best, config, log=log)
+    return stage.warm_start(config, state, restore, log), None
 
 
-def _restore_best(config: TrainConfig, stage: str) -> tuple[TrainState, int]:
-    return restore_stage_state(config, stage, "best")
+def _restore_best(config: TrainConfig, stage: str, log=print) -> tuple[TrainState, int]:
+    return restore_stage_state(config, stage, "best", log=log)
+
+
+def changed_settings(config: TrainConfig, stage: str, ckpt: StageCheckpointer, step: int) -> list[str]:
+    """The settings that differ from those checkpoint ``step`` was trained with (see
+    :func:`hybridjax.train.config.resume_differences`); raises :class:`ResumeConfigError` listing them unless
+    ``config.force_resume``."""
+    stored = ckpt.stored_config(step)
+    if stored is None:  # a checkpoint written before configurations were stored with it
+        legacy = stage_dir(config, stage) / "config.json"
+        stored = legacy.read_text() if legacy.is_file() else None
+    if stored is None:
+        return []
+    changed = resume_differences(json.loads(stored), json.loads(config.to_json()), stage)
+    if changed and not config.force_resume:
+        raise ResumeConfigError(
+            f"{stage}: the checkpoint {ckpt.directory / str(step)} was trained with other settings:\n  "
+            + "\n  ".join(changed)
+            + "\nRe-run with the original settings, use a fresh --workdir, or add --force-resume to continue "
+              "anyway (recorded in metrics.jsonl).")
+    return changed
 
 
 # ------------------------------------------------------------------------------------ signals
@@ -250,21 +275,28 @@ class StageRun:
         """Raises :class:`NonFiniteLossError` when a loss up to ``step`` was NaN or infinite."""
         if not bool(jax.device_get(self.all_finite)):
             name = self.stage.name
+            kept = (f"The last good checkpoint (step {self.last_good}) is kept in {self.ckpt.directory}"
+                    if self.last_good is not None else "No checkpoint was saved yet")
             raise NonFiniteLossError(
-                f"{name}: the loss became NaN/inf before step {step}; stopped. The last good checkpoint "
-                f"(step {self.last_good}) is kept in {self.ckpt.directory}. Lower {name}.learning_rate or set "
-                f"{name}.grad_clip_norm, then re-run (it resumes from that checkpoint)."
+                f"{name}: the loss became NaN/inf before step {step}; stopped. {kept}. Lower {name}.learning_rate "
+                f"or set {name}.grad_clip_norm, then re-run (it resumes from the newest checkpoint that passes "
+                "verification)."
             )
 
     def save(self, step: int) -> None:
         """Checkpoints the state at ``step`` (with the validation metrics when they are of that step)."""
         self.check_finite(step)
         metrics = self.val_result if self.validated_at == step else None
-        self.ckpt.save(step, self.host_state().arrays(), metrics)
+        self.ckpt.save(step, self.host_state().arrays(), metrics, config_json=self.config.to_json())
         self.last_good = step
 
     def close(self) -> None:
+        """On every path out of a stage: the loader's workers joined first, then every thread's h5 handles
+        closed (none is left to be freed during interpreter shutdown, which could wait on a lock forever)."""
         self.loader.close()
+        for dataset in (self.loader.dataset, self.val_set):
+            if hasattr(dataset, "close"):
+                dataset.close()
         if self.bar is not None:
             self.bar.close()
         self.logger.close()
@@ -364,9 +396,6 @@ def prepare_stage(config: TrainConfig, stage: Stage, data_dir: pathlib.Path, log
     sc = config.stage_config(stage.name)
     num_devices = _check_devices(config, sc, stage.name)
     folder = stage_dir(config, stage.name)
-    if jax.process_index() == 0:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(config.to_json())
     train_set = data_lib.build_dataset(config, stage, "train", data_dir)
     # Validation windows as long as the training windows (one ANN period for the hybrid, whose ANN
     # re-initialises it every 100 ms); the final report also scores the official 200 ms test windows.
@@ -381,16 +410,30 @@ def prepare_stage(config: TrainConfig, stage: Stage, data_dir: pathlib.Path, log
     ckpt = checkpointer_for(config, stage.name)
     if not config.resume and ckpt.all_steps():
         ckpt.close()
-        raise ValueError(f"--no-resume, but {ckpt.directory} already holds checkpoints {ckpt.all_steps()}: "
-                         "use a fresh --workdir or delete them")
-    latest = ckpt.latest_step() if config.resume else None
-    state = start_state(config, stage, ckpt, num_devices, log)
+        raise ConfigError(f"--no-resume, but {ckpt.directory} already holds checkpoints {ckpt.all_steps()}: "
+                          "use a fresh --workdir or delete them")
+    changed = []
+    try:
+        if config.resume and ckpt.all_steps() and ckpt.latest_step() < total:
+            changed = changed_settings(config, stage.name, ckpt, ckpt.latest_step())  # unfinished: same settings
+        state, latest = start_state(config, stage, ckpt, num_devices, log)
+    except UserError:
+        loader.close()
+        ckpt.close()
+        raise
     start = int(state.step)
+    if jax.process_index() == 0:  # after the checks: a refused resume leaves the stored configuration as it was
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(config.to_json())
+    logger = MetricLogger(folder, stage.name, enabled=jax.process_index() == 0, resume_step=start)
+    if changed:
+        log(f"{stage.name}: --force-resume: resuming step {start} with changed settings: {'; '.join(changed)}")
+        logger.note(start, "force_resume", changed=changed)
     if num_devices > 1:
         state = state.with_arrays(distributed.replicate(state.arrays(), jax.local_devices()[:num_devices]))
     return StageRun(
         config=config, stage=stage, state=state, start=start, total=total, loader=loader, val_set=val_set,
-        ckpt=ckpt, logger=MetricLogger(folder, stage.name, enabled=jax.process_index() == 0, resume_step=start),
+        ckpt=ckpt, logger=logger,
         num_devices=num_devices, last_good=latest, step_fn=compile_train_step(stage.train_step, num_devices),
         base_key=jax.random.fold_in(jax.random.PRNGKey(config.seed), 100 + stage.seed_index),
     )
