@@ -70,17 +70,20 @@ def run_evaluation(args: EvaluateArgs, log=print) -> dict:
     log(f"evaluate: hybrid step {step} ({args.which}) on {len(dataset)} test windows"
         + (f" (at most {args.max_items} per camera)" if args.max_items else ""))
     predictors = Predictors.from_variables(config.model, variables, config.data.downsample, snn_variables)
-    result = evaluate(predictors, dataset, eval_config)
-    if args.tradeoff:
-        from hybridjax.eval.tradeoff import TradeoffConfig, evaluate_tradeoff
+    try:
+        result = evaluate(predictors, dataset, eval_config)
+        if args.tradeoff:
+            from hybridjax.eval.tradeoff import TradeoffConfig, evaluate_tradeoff
 
-        sweep = TradeoffConfig(max_windows=args.tradeoff_max_items or args.max_items or None,
-                               batch_size=args.batch_size, downsample=config.data.downsample,
-                               camera=eval_config.main_camera)
-        log(f"evaluate: trade-off sweep (ANN periods {list(sweep.periods_ms)} ms, output rates "
-            f"{list(sweep.output_rates_hz)} Hz)")
-        result["tradeoff"] = evaluate_tradeoff(variables, config.model, dataset, sweep)
-        log(f"evaluate: sweep took {result['tradeoff']['setup']['wall_seconds']:.0f} s")
+            sweep = TradeoffConfig(max_windows=args.tradeoff_max_items or args.max_items or None,
+                                   batch_size=args.batch_size, downsample=config.data.downsample,
+                                   camera=eval_config.main_camera)
+            log(f"evaluate: trade-off sweep (ANN periods {list(sweep.periods_ms)} ms, output rates "
+                f"{list(sweep.output_rates_hz)} Hz)")
+            result["tradeoff"] = evaluate_tradeoff(variables, config.model, dataset, sweep)
+            log(f"evaluate: sweep took {result['tradeoff']['setup']['wall_seconds']:.0f} s")
+    finally:
+        dataset.close()  # every thread's h5 handles, so none is left for interpreter shutdown
     result["setup"]["checkpoint_step"] = step
     result["setup"]["workdir"] = str(args.workdir)
     out_dir = args.out_dir or pathlib.Path(args.workdir) / "report"

@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import pathlib
+import resource
 import runpy
 import shutil
+import subprocess
 import sys
 
 import jax
@@ -411,31 +414,27 @@ def test_a_checkpoint_of_another_configuration_is_a_mismatch_not_damage(tmp_path
 
 
 # ---- resuming a stage: verified, with the settings it was trained with (cases 3, 8) -----------------------
-def _ann_run(shared_dir, workdir, **changes):
-    config = ann_config(shared_dir, workdir)
-    return dataclasses.replace(config, **changes)
-
-
 def test_resume_after_a_corrupt_final_checkpoint_retrains_from_the_newest_good_one(shared_dir, tmp_path):
     # Before: the stage said "already trained" on garbled bytes of its final checkpoint.
-    config = _ann_run(shared_dir, tmp_path)
+    config = ann_config(shared_dir, tmp_path)
+    config = dataclasses.replace(config, ann=dataclasses.replace(config.ann, num_steps=2, checkpoint_every=1))
     run_stage(config, "ann", config.data_dir, log=lambda *_: None)
     reference, _ = restore_stage_state(config, "ann", "latest")
-    _garble(_largest_data_file(tmp_path / "ann" / "checkpoints" / "4"))
+    _garble(_largest_data_file(tmp_path / "ann" / "checkpoints" / "2"))
     messages = []
     result = run_stage(config, "ann", config.data_dir, log=messages.append)
     text = "\n".join(messages)
-    assert "checkpoints/4" in text and "trying an older checkpoint" in text and "resuming from" in text
-    assert result.final_step == 4 and (tmp_path / "ann" / "damaged" / "4").is_dir()
+    assert "checkpoints/2" in text and "trying an older checkpoint" in text and "resuming from" in text
+    assert result.final_step == 2 and (tmp_path / "ann" / "damaged" / "2").is_dir()
     final, step = restore_stage_state(config, "ann", "latest")
-    assert step == 4
+    assert step == 2
     for got, want in zip(jax.tree_util.tree_leaves(final.arrays()), jax.tree_util.tree_leaves(reference.arrays())):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))  # bit-identical to the first run
 
 
 def test_resuming_with_other_settings_stops_and_lists_them(shared_dir, tmp_path):
     # Before: --seed 7 --ann.learning-rate 0.5 resumed silently and overwrote config.json.
-    config = _ann_run(shared_dir, tmp_path)
+    config = ann_config(shared_dir, tmp_path)
     with pytest.raises(TrainingInterrupted):
         run_stage(config, "ann", config.data_dir, log=lambda *_: None, stop_after=3)  # checkpoint 2 saved
     changed = dataclasses.replace(config, seed=7, ann=dataclasses.replace(config.ann, learning_rate=0.002,
@@ -445,6 +444,11 @@ def test_resuming_with_other_settings_stops_and_lists_them(shared_dir, tmp_path)
                                                 rf"settings:{listed}Re-run with the original settings.*--force"):
         run_stage(changed, "ann", config.data_dir, log=lambda *_: None)
     assert json.loads((tmp_path / "ann" / "config.json").read_text())["seed"] == 2022  # not overwritten
+    # Other widths: listed the same way (before: a CheckpointMismatchError traceback, exit 1, from the CLI).
+    wider = dataclasses.replace(config, model=dataclasses.replace(config.model, ann_widths=(8, 12, 16, 24, 32, 48)))
+    with pytest.raises(ResumeConfigError, match=r"model\.ann_widths: \[8, 12, 16, 24, 32, 32\] -> \[8, 12, 16, 24, "
+                                                r"32, 48\]"):
+        run_stage(wider, "ann", config.data_dir, log=lambda *_: None)
     # Other logging is no change; --force-resume continues and is recorded.
     run_stage(dataclasses.replace(changed, force_resume=True), "ann", config.data_dir, log=lambda *_: None)
     events = [row for row in read_metrics(tmp_path / "ann" / "metrics.jsonl") if row["split"] == "event"]
@@ -452,12 +456,65 @@ def test_resuming_with_other_settings_stops_and_lists_them(shared_dir, tmp_path)
                        "changed": ["ann.learning_rate: 0.001 -> 0.002", "seed: 2022 -> 7"]}]
 
 
-def test_resume_with_other_widths_is_one_message_on_the_command_line(monkeypatch, capsys, tmp_path, shared_dir):
-    # Before: a CheckpointMismatchError traceback, exit 1.
-    small = ["--data.downsample", "8", "--ann.eval-every", "0", "--ann.checkpoint-every", "1"]
-    status, err = _run_script(monkeypatch, capsys, "train.py", *_tiny_dhp19_args(shared_dir, tmp_path), *small)
-    assert status == 0, err
-    status, err = _run_script(monkeypatch, capsys, "train.py", *_tiny_dhp19_args(shared_dir, tmp_path, steps=2),
-                              *small, "--model.ann-widths", "8", "12", "16", "24", "32", "48")
-    assert status == 2 and "Traceback" not in err, err
-    assert "model.ann_widths: [8, 12, 16, 24, 32, 32] -> [8, 12, 16, 24, 32, 48]" in err
+# ---- no hang at exit: loader threads joined and h5 files closed on every path (cases 1, 2) ------------------
+def _nan_stop_command(shared_dir, workdir):
+    """The smallest training run that stops on a NaN loss (learning rate 1e12: NaN at step 2)."""
+    return [sys.executable, str(REPO / "experiments" / "train.py"), *_tiny_dhp19_args(shared_dir, workdir, steps=30),
+            "--data.downsample", "8", "--ann.learning-rate", "1e12", "--ann.batch-size", "2", "--ann.log-every", "1",
+            "--ann.eval-every", "0", "--ann.checkpoint-every", "100"]
+
+
+def _assert_nan_stop_exits(shared_dir, tmp_path, runs):
+    # Before: after the NaN message, 1 run in 3 never exited (an h5py object freed at shutdown waited for a
+    # lock held by a loader thread still alive).
+    for run in range(runs):
+        done = subprocess.run(_nan_stop_command(shared_dir, tmp_path / f"run{run}"), capture_output=True, text=True,
+                              timeout=240, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert "error: ann: the loss became NaN/inf before step 2" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_nan_stop_exits_twice(shared_dir, tmp_path):
+    _assert_nan_stop_exits(shared_dir, tmp_path, runs=2)
+
+
+@pytest.mark.slow
+def test_the_nan_stop_exits_ten_times(shared_dir, tmp_path):
+    _assert_nan_stop_exits(shared_dir, tmp_path, runs=10)
+
+
+def test_a_full_disk_fails_fast_and_keeps_the_previous_checkpoint(tmp_path):
+    # Before: orbax stalled (> 2.5 min) or failed half-way, leaving only a <step>.orbax-checkpoint-tmp folder.
+    script = f"""
+import resource, numpy as np
+from hybridjax.train.checkpoint import CheckpointSaveError, StageCheckpointer
+ckpt = StageCheckpointer({str(tmp_path / "checkpoints")!r}, keep_last=1)
+ckpt.save(10, {{"w": np.ones((100, 100), np.float32)}}, {{}})
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))  # like `ulimit -f 195`
+try:
+    ckpt.save(20, {{"w": np.random.default_rng(0).normal(size=(700, 700)).astype(np.float32)}}, {{}})
+except CheckpointSaveError as err:
+    print("refused:", err)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+print("steps", ckpt.all_steps(), "sum", float(ckpt.restore(10, {{"w": np.ones((100, 100), np.float32)}})["w"].sum()))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "refused: cannot write a checkpoint of 2.2 MB into" in done.stdout and "File too large" in done.stdout
+    assert "the earlier checkpoints are intact" in done.stdout
+    assert "steps [10] sum 10000.0" in done.stdout
+    assert not list((tmp_path / "checkpoints").glob("*tmp*"))
+
+
+@pytest.mark.slow
+def test_train_under_a_file_size_limit_stops_at_once_with_a_message(shared_dir, tmp_path):
+    command = [sys.executable, str(REPO / "experiments" / "train.py"), *_tiny_dhp19_args(shared_dir, tmp_path, 4),
+               "--data.downsample", "8", "--ann.checkpoint-every", "1", "--ann.eval-every", "0"]
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (600 * 1024, resource.RLIM_INFINITY))  # ulimit -f 600
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=REPO, preexec_fn=limit,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2 and "error: cannot write a checkpoint of" in done.stderr, done.stderr[-2000:]

@@ -29,11 +29,15 @@ class HandlePool:
     def __init__(self, max_open: int = 64):
         self.max_open = max_open
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[collections.OrderedDict] = []  # every thread's table, so close_all() reaches them
 
     def get(self, path) -> h5py.File:
         files = getattr(self._local, "files", None)
         if files is None:
             files = self._local.files = collections.OrderedDict()
+            with self._lock:
+                self._all.append(files)
         key = str(path)
         handle = files.get(key)
         if handle is not None:
@@ -52,6 +56,17 @@ class HandlePool:
         while files:
             _, handle = files.popitem()
             handle.close()
+
+    def close_all(self) -> None:
+        """Closes the handles of every thread; only once no thread reads any more (loader closed), so that no
+        h5py object is left to be freed during interpreter shutdown."""
+        with self._lock:
+            tables, self._all = self._all, []
+        for files in tables:
+            while files:
+                _, handle = files.popitem()
+                handle.close()
+        self._local = threading.local()
 
     def __getstate__(self):
         return {"max_open": self.max_open}

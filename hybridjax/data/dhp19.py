@@ -434,8 +434,9 @@ class _DHP19Base:
         return [recording.name for recording in self.recordings]
 
     def close(self) -> None:
-        """Closes the calling thread's file handles."""
-        self._pool.close()
+        """Closes the file handles of every thread (call it once the loaders reading it are closed); the
+        dataset stays usable, files are reopened on the next read."""
+        self._pool.close_all()
 
 
 class DHP19Dataset(_DHP19Base):

@@ -351,5 +351,6 @@ class EventH36MDataset:
         return rep.ann_frame(x, y, p, t, crop=FULL_FRAME)
 
     def close(self) -> None:
-        """Closes the calling thread's file handles."""
-        self._pool.close()
+        """Closes the file handles of every thread (call it once the loaders reading it are closed); the
+        dataset stays usable, files are reopened on the next read."""
+        self._pool.close_all()
