@@ -53,7 +53,7 @@ class _Recorder:
         self.calls.append(("log", step, split))
         return {"loss": 0.5, "mpjpe": 3.0}
 
-    def save(self, step, arrays, metrics):
+    def save(self, step, arrays, metrics, config_json=None):
         self.calls.append(("save", step, metrics))
 
     def set_postfix(self, **values):
