@@ -12,6 +12,7 @@ import runpy
 import shutil
 import subprocess
 import sys
+import threading
 
 import jax
 import numpy as np
@@ -518,3 +519,22 @@ def test_train_under_a_file_size_limit_stops_at_once_with_a_message(shared_dir, 
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=REPO, preexec_fn=limit,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 2 and "error: cannot write a checkpoint of" in done.stderr, done.stderr[-2000:]
+
+
+def test_closing_joins_the_loader_threads_and_closes_every_threads_h5_files(shared_dir):
+    # Before: the loader's close() only asked its daemon thread to stop; a read still running at exit held
+    # h5py's lock while the interpreter freed the h5 objects (the hang of the NaN stop).
+    from hybridjax.data.loader import BatchLoader
+
+    dataset = DHP19FrameDataset(shared_dir / "fixtures" / "dhp19_mini", "train")
+    loader = BatchLoader(dataset, 2, fields=("ann_input", "ann_landmarks"), num_workers=2, prefetch=2)
+    for _ in loader.steps(0, 3):
+        pass
+    handles = [h for table in dataset._pool._all for h in table.values()]  # opened by the worker threads
+    assert handles and all(h.id.valid for h in handles)
+    loader.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("hybridjax-data") and t.is_alive()]
+    dataset.close()
+    assert not any(h.id.valid for h in handles)
+    assert dataset[0]["ann_input"].shape == (256, 256, 20)  # still usable: files reopen on the next read
+    dataset.close()
