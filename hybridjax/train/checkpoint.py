@@ -177,11 +177,16 @@ class StageCheckpointer:
             )
             self.manager.wait_until_finished()
             folder = self.directory / str(step)
-            (folder / "hybridjax_metrics.json").write_text(json.dumps(clean))
-            if config_json is not None:
-                (folder / CONFIG_FILE).write_text(config_json)
-            # Written last: a checkpoint without it did not finish saving and is never restored.
-            (folder / INTEGRITY_FILE).write_text(json.dumps(hashes))
+            if jax.process_index() == 0:  # the process whose arrays orbax wrote
+                (folder / "hybridjax_metrics.json").write_text(json.dumps(clean))
+                if config_json is not None:
+                    (folder / CONFIG_FILE).write_text(config_json)
+                # Written last: a checkpoint without it did not finish saving and is never restored.
+                (folder / INTEGRITY_FILE).write_text(json.dumps(hashes))
+            if jax.process_count() > 1:  # no process reads the checkpoint before its files are complete
+                from jax.experimental import multihost_utils
+
+                multihost_utils.sync_global_devices(f"hybridjax checkpoint {self.directory} {step}")
         except OSError as err:
             raise CheckpointSaveError(f"writing checkpoint {self.directory / str(step)} failed: {err}; the "
                                       "earlier checkpoints are intact") from err
