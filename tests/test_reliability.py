@@ -380,7 +380,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_good_one(tmp_path)
 @pytest.mark.parametrize("damage, reason", [
     (lambda f: shutil.rmtree(f / "default"), "cannot be read"),
     (lambda f: _largest_data_file(f).write_bytes(_largest_data_file(f).read_bytes()[:100]), "cannot be read"),
-    (lambda f: (f / "default" / "_METADATA").unlink(), "cannot be read|is corrupt"),
+    (lambda f: (f / "default" / "_METADATA").unlink(), r"cannot be read: Metadata file \(named _METADATA\) does"),
     (lambda f: (f / "hybridjax_integrity.json").unlink(), "has no hybridjax_integrity.json: its save did not"),
 ])
 def test_folder_damage_is_named_and_every_damaged_checkpoint_listed(tmp_path, damage, reason):
@@ -390,14 +390,6 @@ def test_folder_damage_is_named_and_every_damaged_checkpoint_listed(tmp_path, da
         damage(tmp_path / "checkpoints" / str(step))
     messages = []
     try:
-        if reason == "cannot be read|is corrupt":  # orbax may still read the arrays: then the hashes decide
-            try:
-                ckpt.restore_newest_good(_arrays(), log=messages.append)
-            except CheckpointCorruptError as err:
-                assert "checkpoints/20" in str(err) and "checkpoints/10" in str(err)
-            else:
-                assert not messages  # restored, and the content hashes matched: the data is intact
-            return
         with pytest.raises(CheckpointCorruptError, match=rf"no usable checkpoint .*every one is damaged:\n"
                                                          rf".*checkpoints/20 ({reason})(.|\n)*checkpoints/10"):
             ckpt.restore_newest_good(_arrays(), log=messages.append)
