@@ -10,9 +10,11 @@ import pathlib
 import resource
 import runpy
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 
 import jax
 import numpy as np
@@ -530,3 +532,24 @@ def test_closing_joins_the_loader_threads_and_closes_every_threads_h5_files(shar
     assert not any(h.id.valid for h in handles)
     assert dataset[0]["ann_input"].shape == (256, 256, 20)  # still usable: files reopen on the next read
     dataset.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_stage_saves_and_exits(shared_dir, tmp_path, signum):
+    command = [sys.executable, str(REPO / "experiments" / "train.py"), *_tiny_dhp19_args(shared_dir, tmp_path, 10_000),
+               "--data.downsample", "8", "--ann.log-every", "1", "--ann.eval-every", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        metrics = tmp_path / "ann" / "metrics.jsonl"
+        deadline = time.time() + 200
+        while not (metrics.is_file() and metrics.read_text().count("\n") >= 2) and time.time() < deadline:
+            time.sleep(0.5)
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signum, err[-2000:]
+    assert "checkpoint saved" in err and "Traceback" not in err
