@@ -20,10 +20,14 @@ import functools
 import pathlib
 from collections.abc import Mapping
 
+import jax
 import numpy as np
 
 from hybridjax.errors import UserError
+from hybridjax.models.ann import init_ann_params
 from hybridjax.models.config import ModelConfig
+from hybridjax.models.initialisers import init_initialiser_params
+from hybridjax.models.snn_unet import init_snn_params, lif_channels
 
 # (official key prefix, path in hybridjax params, kind); kind "conv" = weight (+ bias), "bn" = BatchNorm.
 _ANN_BLOCKS = [f"down{i}" for i in range(1, 6)] + [f"up{i}" for i in range(1, 6)]
@@ -65,10 +69,10 @@ def _snn_table(hybrid: bool) -> list[tuple[str, tuple[str, ...], str]]:
 def _init_table() -> list[tuple[str, tuple[str, ...], str]]:
     rows = []
     for layer, name in _INIT_NAMES.items():
-        rows += [(f"{name}.conv1", ("initializers", layer, "conv1"), "conv"),
-                 (f"{name}.norm_layer", ("initializers", layer, "bn1"), "bn"),
-                 (f"{name}.conv2", ("initializers", layer, "conv2"), "conv"),
-                 (f"{name}.norm_layer2", ("initializers", layer, "bn2"), "bn")]
+        rows += [(f"{name}.conv1", ("initialisers", layer, "conv1"), "conv"),
+                 (f"{name}.norm_layer", ("initialisers", layer, "bn1"), "bn"),
+                 (f"{name}.conv2", ("initialisers", layer, "conv2"), "conv"),
+                 (f"{name}.norm_layer2", ("initialisers", layer, "bn2"), "bn")]
     return rows
 
 
@@ -123,12 +127,6 @@ def _with_size(cfg: ModelConfig, field: str, index: int | None, value: int) -> M
 def official_shapes(kind: str, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """``official key -> shape`` of the state_dict the official code saves for a ``kind`` model of ``cfg``
     (without ``num_batches_tracked``); built from hybridjax's own parameter shapes (no arrays are filled)."""
-    import jax
-
-    from hybridjax.models.ann import init_ann_params
-    from hybridjax.models.initializers import init_initializer_params
-    from hybridjax.models.snn_unet import init_snn_params, lif_channels
-
     key = jax.random.key(0)
     params, stats = {}, {}
     if kind in ("hybrid", "cnn"):
@@ -136,8 +134,8 @@ def official_shapes(kind: str, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     if kind in ("hybrid", "snn"):
         params["snn"], stats["snn"] = jax.eval_shape(lambda: init_snn_params(key, cfg, pure_snn=kind == "snn"))
     if kind == "hybrid":
-        params["initializers"], stats["initializers"] = jax.eval_shape(
-            lambda: init_initializer_params(key, cfg, lif_channels(cfg)))
+        params["initialisers"], stats["initialisers"] = jax.eval_shape(
+            lambda: init_initialiser_params(key, cfg, lif_channels(cfg)))
     # export_state_dict only transposes, so zero-strided stand-ins of each shape are enough.
     variables = jax.tree_util.tree_map(lambda a: np.broadcast_to(np.float32(0), a.shape),
                                        {"params": params, "batch_stats": stats})

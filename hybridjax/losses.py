@@ -11,8 +11,6 @@ r"""Training targets and losses of the official recipe (NHWC, time-major).
 """
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
@@ -159,4 +157,3 @@ __all__ = [
     "BLUR_SIGMA", "BLUR_TAPS", "gaussian_kernel_1d", "gaussian_targets", "heatmap_mse", "hybrid_loss",
     "landmark_targets", "landmarks_to_onehot", "masked_step_mean", "membrane_loss", "per_step_mse", "sequence_loss",
 ]
-_ = math

@@ -48,5 +48,4 @@ def mpjpe_sums(pred_uv: jax.Array, true_uv: jax.Array, axis) -> tuple[jax.Array,
     return jnp.sum(jnp.where(valid, err, 0.0), axis=axis), jnp.sum(valid, axis=axis)
 
 
-__all__ = ["argmax_landmarks", "joint_errors", "mpjpe_2d", "mpjpe_sums"]
-_ = jax
+__all__ = ["argmax_landmarks", "joint_errors", "mpjpe_2d", "mpjpe_sums", "predicted_landmarks"]

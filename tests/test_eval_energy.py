@@ -58,7 +58,7 @@ def test_paper_hybrid_power_ballpark_with_plausible_rates():
     rate = 0.034
     conv_rates = energy.conv_input_rates(dict.fromkeys(firing.LIF_LAYERS, rate), neurons, rate)
     e_snn = energy.snn_energy_per_step_j(macs, conv_rates, energy.PAPER)
-    summary = energy.hybrid_power(ann_macs=22.6e9, initializer_macs=1.3e9, snn_energy_per_step=e_snn,
+    summary = energy.hybrid_power(ann_macs=22.6e9, initialiser_macs=1.3e9, snn_energy_per_step=e_snn,
                                   output_rate_hz=100.0, ann_rate_hz=10.0, energy=energy.PAPER)
     assert summary.ann_power_w == pytest.approx(3.718, rel=1e-9)
     closed_form = 23.9e9 * energy.PAPER.ann_pj_per_mac * 1e-12 * 10 + rate * 24016.57e6 * 0.38e-12 * 100
@@ -67,17 +67,17 @@ def test_paper_hybrid_power_ballpark_with_plausible_rates():
     assert summary.power_reduction == pytest.approx(1 - 0.424 / 3.718, abs=0.001)  # "88 % less power"
     assert summary.snn_power_w == pytest.approx(e_snn * 100)
     # Units: J per inference times Hz is W; at 200 Hz the ANN doubles, the SNN part doubles.
-    at_200 = energy.hybrid_power(ann_macs=22.6e9, initializer_macs=1.3e9, snn_energy_per_step=e_snn,
+    at_200 = energy.hybrid_power(ann_macs=22.6e9, initialiser_macs=1.3e9, snn_energy_per_step=e_snn,
                                  output_rate_hz=200.0, ann_rate_hz=10.0, energy=energy.PAPER)
     assert at_200.ann_power_w == pytest.approx(2 * 3.718)
     assert at_200.hybrid_power_w - summary.hybrid_power_w == pytest.approx(100 * e_snn)
     with pytest.raises(ValueError, match="positive"):
-        energy.hybrid_power(ann_macs=1, initializer_macs=1, snn_energy_per_step=1, output_rate_hz=0,
+        energy.hybrid_power(ann_macs=1, initialiser_macs=1, snn_energy_per_step=1, output_rate_hz=0,
                             ann_rate_hz=1, energy=energy.PAPER)
 
 
 def test_horowitz_preset_closed_form():
-    summary = energy.hybrid_power(ann_macs=22.6e9, initializer_macs=1.3e9, snn_energy_per_step=0.0,
+    summary = energy.hybrid_power(ann_macs=22.6e9, initialiser_macs=1.3e9, snn_energy_per_step=0.0,
                                   output_rate_hz=100.0, ann_rate_hz=10.0, energy=energy.HOROWITZ45_FP32)
     assert summary.ann_energy_j == pytest.approx(22.6e9 * 4.6e-12)
     assert summary.hybrid_power_w == pytest.approx(23.9e9 * 4.6e-12 * 10)

@@ -122,7 +122,7 @@ def test_paper_config_reproduces_the_spec_mac_table():
     assert counted.snn_per_step["up1"] == 64 * 64 * 128 * 25 * 512
     assert counted.snn_per_step["head"] == 256 * 256 * 13 * 64
     assert counted.ann == pytest.approx(22.6e9, rel=0.001)
-    assert counted.initializers == pytest.approx(1.3e9, rel=0.02)
+    assert counted.initialisers == pytest.approx(1.3e9, rel=0.02)
     assert counted.snn_step_total == pytest.approx(24016.57e6, rel=1e-5)
 
 
@@ -141,6 +141,6 @@ def test_tiny_hybrid_total_is_ann_plus_initialisers_plus_steps(snn_mode):
     events = _spec(steps, batch, 64, 32, cfg.snn_in_channels)
     variables = jax.eval_shape(model.init, jax.random.key(0), ann_input, events)
     total = macs.count_macs(lambda v, a, e: model.apply(v, a, e), variables, ann_input, events)
-    assert total == batch * (counted.ann + counted.initializers + steps * counted.snn_step_total)
+    assert total == batch * (counted.ann + counted.initialisers + steps * counted.snn_step_total)
     # Closed form of the tiny static conv at 64x32: out 64*32*8, kernel 5x5x2.
     assert counted.snn_per_step["static"] == 64 * 32 * 8 * 25 * 2

@@ -74,7 +74,7 @@ def _synthetic_result(num_steps=4):
     snn_macs = {k: int(v) for k, v in energy.paper_snn_layer_macs().items()}
     energy_entry = {"output_rate_hz": 100.0, "ann_rate_hz": 10.0, "event_input": "binary"}
     for preset in (energy.PAPER, energy.HOROWITZ45_FP32):
-        power = energy.hybrid_power(ann_macs=22.6e9, initializer_macs=1.3e9, snn_energy_per_step=3e-4,
+        power = energy.hybrid_power(ann_macs=22.6e9, initialiser_macs=1.3e9, snn_energy_per_step=3e-4,
                                     output_rate_hz=100.0, ann_rate_hz=10.0, energy=preset)
         ann_j = energy.ann_energy_j(22.6e9, preset)
         energy_entry[preset.name] = {
@@ -100,7 +100,7 @@ def _synthetic_result(num_steps=4):
         "mpjpe_2d_every_step": {m: summary(means[m] + 1.0) for m in models if m != "ann_every_label"},
         "mpjpe_3d": dict({m: summary(60.0, nan_last=True) for m in models}, windows=2, cameras=[2, 3]),
         "firing": {"hybrid": fire, "snn_alone": fire},
-        "macs": {"height": 256, "width": 256, "ann": 22601007104, "initializers": 1275068416,
+        "macs": {"height": 256, "width": 256, "ann": 22601007104, "initialisers": 1275068416,
                  "snn_per_step": snn_macs, "snn_step_total": sum(snn_macs.values())},
         "energy": energy_entry,
         "samples": [sample],

@@ -25,7 +25,7 @@ POOL = 8  # 32 x 32 inputs: the smallest the ANN's five poolings allow
 
 def test_tradeoff_power_closed_form_and_the_papers_point():
     e_mac = energy.PAPER.ann_pj_per_mac * 1e-12
-    power = tradeoff_power(ann_macs=2e9, initializer_macs=1e8, snn_energy_per_step_j=1e-5, period_ms=50,
+    power = tradeoff_power(ann_macs=2e9, initialiser_macs=1e8, snn_energy_per_step_j=1e-5, period_ms=50,
                            output_rate_hz=200, energy=energy.PAPER)
     assert power["hybrid"] == pytest.approx((2e9 + 1e8) * e_mac * 20 + 1e-5 * 200, rel=1e-12)
     assert power["ann_held"] == pytest.approx(2e9 * e_mac * 20, rel=1e-12)
@@ -33,12 +33,12 @@ def test_tradeoff_power_closed_form_and_the_papers_point():
     assert power["snn"] == pytest.approx(2e-3, rel=1e-12)
     # The paper's setting: 22.6 G + 1.3 G MACs at 10 Hz and 0.31 mJ per SNN step at 100 Hz -> 0.424 W;
     # the ANN at 100 Hz -> 3.718 W (the preset's per-MAC figure is derived from it).
-    paper = tradeoff_power(ann_macs=22.6e9, initializer_macs=1.3e9, snn_energy_per_step_j=0.31e-3, period_ms=100,
+    paper = tradeoff_power(ann_macs=22.6e9, initialiser_macs=1.3e9, snn_energy_per_step_j=0.31e-3, period_ms=100,
                            output_rate_hz=100, energy=energy.PAPER)
     assert paper["hybrid"] == pytest.approx(0.424, abs=1e-3)
     assert paper["ann_at_rate"] == pytest.approx(3.718, rel=1e-9)
     with pytest.raises(ValueError, match="period_ms"):
-        tradeoff_power(ann_macs=1, initializer_macs=1, snn_energy_per_step_j=1, period_ms=0, output_rate_hz=1,
+        tradeoff_power(ann_macs=1, initialiser_macs=1, snn_energy_per_step_j=1, period_ms=0, output_rate_hz=1,
                        energy=energy.PAPER)
 
 
@@ -110,7 +110,7 @@ def test_one_point_equals_two_direct_runs_of_the_hybrid(fixture_dataset):
         hybrid_macs(cfg, 32, 32).snn_per_step,
         energy.conv_input_rates(rates, neurons, float(np.mean(halves != 0))), energy.PAPER)
     macs = hybrid_macs(cfg, 32, 32)
-    expected = (macs.ann + macs.initializers) * energy.PAPER.ann_pj_per_mac * 1e-12 * 10 + e_step * 100
+    expected = (macs.ann + macs.initialisers) * energy.PAPER.ann_pj_per_mac * 1e-12 * 10 + e_step * 100
     assert by_model["hybrid"]["power_w"] == pytest.approx(expected, rel=1e-6)
     assert by_model["ann_held"]["power_w"] == pytest.approx(macs.ann * energy.PAPER.ann_pj_per_mac * 1e-11)
 

@@ -37,8 +37,8 @@ def runs():
     variables = init_variables("hybrid", TEN_MS, jax.random.key(3))
     # Initialisers' output BatchNorm shifted so that v_init crosses the threshold somewhere.
     bn2 = {k: {**v, "bn2": {**v["bn2"], "bias": v["bn2"]["bias"] + 0.6}}
-           for k, v in variables["params"]["initializers"].items()}
-    variables = {"params": {**variables["params"], "initializers": bn2}, "batch_stats": variables["batch_stats"]}
+           for k, v in variables["params"]["initialisers"].items()}
+    variables = {"params": {**variables["params"], "initialisers": bn2}, "batch_stats": variables["batch_stats"]}
     ann, events = _inputs()
 
     def all_runs(v, a, e):

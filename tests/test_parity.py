@@ -99,7 +99,7 @@ def test_hybrid_train_loss_and_gradients_match_official(hybrid_setup, golden):
         ann_input, events = _inputs(g)
         ann_next = jnp.asarray(layout.from_official_image(gt["ann_input_next"]))
         targets = losses.gaussian_targets(jnp.asarray(np.transpose(gt["labels"], (1, 0, 3, 4, 2))))
-        trainable = {k: variables["params"][k] for k in ("initializers", "snn")}
+        trainable = {k: variables["params"][k] for k in ("initialisers", "snn")}
 
         @jax.jit
         def value_and_grad(trainable, ann_params, stats, ann_input, events, ann_next, targets):
@@ -197,7 +197,7 @@ def test_compose_hybrid_from_parts_follows_official_renaming(shared_dir):
     np.testing.assert_array_equal(composed["static_conv_snn.norm_layer.running_var"], snn["static_conv.1.running_var"])
     np.testing.assert_array_equal(composed["up5_cnn.conv2.weight"], cnn["up5.conv2.weight"])
     variables = convert.convert_state_dict(composed, "hybrid", allow_missing=("states_",))
-    assert "initializers" not in variables["params"]
+    assert "initialisers" not in variables["params"]
     # The same composition on hybridjax variables.
     cnn_v, snn_v = convert.convert_state_dict(cnn, "cnn"), convert.convert_state_dict(snn, "snn")
     fresh = convert.convert_state_dict(_official_weights(shared_dir, "hybrid_cnn_snn.keys.txt"), "hybrid")

@@ -12,6 +12,7 @@ from hybridjax.runtime.folding import (
     SpaceToDepthConv,
     fold_batch_norm,
     fold_batch_norms,
+    folded_convs,
     space_to_depth_conv,
     streaming_snn_params,
 )
@@ -78,9 +79,12 @@ def test_folded_snn_step_equals_the_eval_step(float64):
     x = jnp.asarray(rng.poisson(1.0, (1, h, w, 2)).astype(np.float64))
     (v_ref, out_ref), ref = snn_step(params, stats, (v, out), x, CFG, pure_snn=False)
     assert float(jnp.min(ref["spike_counts"])) > 0  # every layer fires: the comparison exercises the spikes
-    for folded_params, folded_stats in (fold_batch_norms(params, stats), streaming_snn_params(params, stats)):
+    folded = ((fold_batch_norms(params, stats), folded_convs(CFG)),
+              (streaming_snn_params(params, stats), folded_convs(CFG, space_to_depth=("static",))))
+    for (folded_params, folded_stats), convs in folded:
         assert all("bn" not in block for block in folded_params.values()) and folded_stats == {}
-        (v_new, out_new), new = snn_step(folded_params, folded_stats, (v, out), x, CFG, pure_snn=False)
+        (v_new, out_new), new = snn_step(folded_params, folded_stats, (v, out), x, CFG, pure_snn=False,
+                                         convs=convs)
         np.testing.assert_array_equal(new["spike_counts"], ref["spike_counts"])
         np.testing.assert_allclose(out_new, out_ref, rtol=0, atol=1e-12)
         for name in v_ref:

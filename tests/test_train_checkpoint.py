@@ -78,7 +78,7 @@ def test_round_trip_retention_and_mismatch(tmp_path):
     # Another width: the error names the offending entries and their shapes.
     other = fresh_state(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, snn_widths=(8, 12, 16, 32))),
                           "hybrid")
-    pattern = (r"batch_stats/initializers/down3/bn1/mean: checkpoint has shape \(24,\) float32, "
+    pattern = (r"batch_stats/initialisers/down3/bn1/mean: checkpoint has shape \(24,\) float32, "
                r"the configuration expects \(32,\)")
     with pytest.raises(CheckpointMismatchError, match=pattern):
         ckpt.restore(5, other.arrays())

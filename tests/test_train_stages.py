@@ -32,8 +32,8 @@ def test_the_registry_knows_every_configured_stage():
 def test_initial_state_keeps_the_frozen_parts_out_of_the_optimiser():
     state = stages.initial_state(stages.stage("hybrid"), TINY, jax.random.key(0), height=32, width=32,
                                  tx=adam(1e-3), settings=StepSettings())
-    assert set(state.params) == {"initializers", "snn"} and set(state.frozen_params) == {"ann"}
-    assert set(state.variables()["params"]) == {"initializers", "snn", "ann"}
+    assert set(state.params) == {"initialisers", "snn"} and set(state.frozen_params) == {"ann"}
+    assert set(state.variables()["params"]) == {"initialisers", "snn", "ann"}
     adam_moments = jax.tree_util.tree_leaves(state.opt_state)
     assert sum(x.size for x in adam_moments) == 2 * sum(x.size for x in jax.tree_util.tree_leaves(state.params)) + 1
     ann = stages.initial_state(stages.stage("ann"), TINY, jax.random.key(0), height=32, width=32, tx=adam(1e-3),

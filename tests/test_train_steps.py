@@ -59,11 +59,11 @@ def test_one_step_changes_every_parameter(shared_dir, stage):
 def test_hybrid_step_keeps_ann_frozen(shared_dir):
     config = fixture_config(shared_dir)
     state = fresh_state(config, "hybrid")
-    assert set(state.params) == {"initializers", "snn"} and set(state.frozen_params) == {"ann"}
+    assert set(state.params) == {"initialisers", "snn"} and set(state.frozen_params) == {"ann"}
     # Adam holds moments for the trainable tree only.
     opt_paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]]
     assert opt_paths and not any("'ann'" in p for p in opt_paths)
-    assert any("'initializers'" in p for p in opt_paths) and any("'snn'" in p for p in opt_paths)
+    assert any("'initialisers'" in p for p in opt_paths) and any("'snn'" in p for p in opt_paths)
     before = jax.device_get(state.arrays())
     batch = first_batch(config, "hybrid")
     assert batch["events"].shape[1:] == (2, 32, 32, 2) and batch["ann_input_next"].shape == (2, 32, 32, 20)
@@ -75,7 +75,7 @@ def test_hybrid_step_keeps_ann_frozen(shared_dir):
                                0.95 * float(metrics["out_loss"]) + 0.05 * float(metrics["mp_loss"]), rtol=1e-5)
     assert all(leaves_differ(before["params"], new_state.params))
     assert not any(leaves_differ(before["frozen_params"], new_state.frozen_params))
-    assert all(leaves_differ(before["batch_stats"]["initializers"], new_state.batch_stats["initializers"]))
+    assert all(leaves_differ(before["batch_stats"]["initialisers"], new_state.batch_stats["initialisers"]))
 
 
 def test_sequence_targets_only_labelled_steps_count(shared_dir):

@@ -9,6 +9,7 @@ import time
 import jax
 import numpy as np
 
+from hybridjax.data import BatchLoader, DHP19Config, DHP19Dataset, measure_throughput
 from hybridjax.data import representations as rep
 from hybridjax.models import ModelConfig, init_variables
 from hybridjax.runtime import StreamingConfig, StreamingPoseEstimator
@@ -113,8 +114,6 @@ def data_throughput(root: str | pathlib.Path, *, batch_size: int = 2, num_worker
     Uses :func:`hybridjax.data.measure_throughput` over whole epochs (the fixture has few windows); reports the
     median over ``epochs``.
     """
-    from hybridjax.data import BatchLoader, DHP19Config, DHP19Dataset, measure_throughput
-
     root = pathlib.Path(root)
     dataset = DHP19Dataset(root, "train", p_matrix_dir=root / "P_matrices",
                            config=DHP19Config(bin_mode=bin_mode, step_ms=step_ms))

@@ -56,7 +56,7 @@ from collections.abc import Mapping
 PAPER_ANN_POWER_W = 3.718  # ANN U-Net power at 100 Hz
 PAPER_ANN_RATE_HZ = 100.0  # the rate of that figure
 PAPER_ANN_MACS = 22.6e9  # ANN MACs per inference at 256x256 with 20 input channels
-PAPER_INITIALIZER_MACS = 1.3e9  # state initialisers' MACs per ANN inference
+PAPER_INITIALISER_MACS = 1.3e9  # state initialisers' MACs per ANN inference
 PAPER_SNN_PJ_PER_OP = 0.38  # energy per synaptic operation
 
 
@@ -157,7 +157,7 @@ class PowerSummary:
     output_rate_hz: float  # SNN steps (= predictions) per second
     ann_rate_hz: float  # ANN re-initialisations per second
     ann_energy_j: float  # one ANN inference
-    initializer_energy_j: float  # the state initialisers at one ANN inference
+    initialiser_energy_j: float  # the state initialisers at one ANN inference
     snn_energy_per_step_j: float  # one SNN step (mean over the window's steps)
     hybrid_power_w: float  # (E_ANN + E_init) * r_ann + E_SNN * R
     ann_power_w: float  # the ANN alone run at the output rate: E_ANN * R
@@ -171,7 +171,7 @@ class PowerSummary:
 def hybrid_power(
     *,
     ann_macs: float,
-    initializer_macs: float,
+    initialiser_macs: float,
     snn_energy_per_step: float,
     output_rate_hz: float,
     ann_rate_hz: float,
@@ -181,7 +181,7 @@ def hybrid_power(
     if output_rate_hz <= 0 or ann_rate_hz <= 0:
         raise ValueError(f"rates must be positive, got output {output_rate_hz} Hz, ANN {ann_rate_hz} Hz")
     ann_j = ann_energy_j(ann_macs, energy)
-    init_j = ann_energy_j(initializer_macs, energy)
+    init_j = ann_energy_j(initialiser_macs, energy)
     hybrid_w = (ann_j + init_j) * ann_rate_hz + snn_energy_per_step * output_rate_hz
     ann_w = ann_j * output_rate_hz
     return PowerSummary(
@@ -189,7 +189,7 @@ def hybrid_power(
         output_rate_hz=float(output_rate_hz),
         ann_rate_hz=float(ann_rate_hz),
         ann_energy_j=ann_j,
-        initializer_energy_j=init_j,
+        initialiser_energy_j=init_j,
         snn_energy_per_step_j=float(snn_energy_per_step),
         hybrid_power_w=hybrid_w,
         ann_power_w=ann_w,

@@ -483,7 +483,7 @@ def _energy(firing_result: dict, neurons: dict, counted, ec: EvalConfig, output_
             conv_rates = energy_model.conv_input_rates(rates, neurons, event_rate)
             breakdown = energy_model.snn_energy_breakdown_j(counted.snn_per_step, conv_rates, preset)
             e_step = sum(breakdown.values())
-            power = energy_model.hybrid_power(ann_macs=counted.ann, initializer_macs=counted.initializers,
+            power = energy_model.hybrid_power(ann_macs=counted.ann, initialiser_macs=counted.initialisers,
                                               snn_energy_per_step=e_step, output_rate_hz=output_rate,
                                               ann_rate_hz=ann_rate, energy=preset)
             entry[model] = {
@@ -496,7 +496,7 @@ def _energy(firing_result: dict, neurons: dict, counted, ec: EvalConfig, output_
                 steps_per_ann = output_rate / ann_rate
                 entry[model].update(
                     power.as_dict(),
-                    energy_per_ann_period_j=power.ann_energy_j + power.initializer_energy_j + steps_per_ann * e_step,
+                    energy_per_ann_period_j=power.ann_energy_j + power.initialiser_energy_j + steps_per_ann * e_step,
                 )
         ann_j = energy_model.ann_energy_j(counted.ann, preset)
         entry["ann_every_label"] = {"energy_per_inference_j": ann_j, "power_w": ann_j * output_rate}

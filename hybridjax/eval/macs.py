@@ -26,6 +26,9 @@ from collections.abc import Callable, Iterator
 import jax
 from jax.extend import core as jax_core
 
+from hybridjax.models import ANNUNet, HybridModel
+from hybridjax.models.snn_unet import snn_convs
+
 # Primitives whose MACs are counted.
 COUNTED_PRIMITIVES = ("conv_general_dilated", "dot_general")
 
@@ -147,7 +150,7 @@ class HybridMacs:
     height: int  # input rows
     width: int  # input columns
     ann: int  # the ANN U-Net, one inference
-    initializers: int  # the nine state initialisers, one ANN inference
+    initialisers: int  # the nine state initialisers, one ANN inference
     snn_per_step: dict[str, int]  # SNN conv (hybridjax.models.snn_unet.snn_convs keys) -> MACs per step
 
     @property
@@ -172,9 +175,6 @@ def hybrid_macs(config, height: int = 256, width: int = 256) -> HybridMacs:
     the ``ann_init`` prefix are the SNN's convs, in forward order; they are named by matching their kernel
     shapes against ``snn_convs(config)`` (a mismatch raises, naming what was found).
     """
-    from hybridjax.models import ANNUNet, HybridModel
-    from hybridjax.models.snn_unet import snn_convs
-
     # The paper's counts (and the energy model built on them) are those of the literal upsample-then-5x5-conv
     # up blocks; the polyphase form (ModelConfig.fused_upsample_conv, hybridjax.models.upconv) computes the same
     # function with ~36% fewer of their MACs, so the count is taken on the literal composition.
@@ -192,9 +192,9 @@ def hybrid_macs(config, height: int = 256, width: int = 256) -> HybridMacs:
     if shapes != [r.operand_shapes for r in prefix]:
         raise ValueError("hybrid_macs: the hybrid's trace does not start with its ann_init computation")
     ann = sum(r.macs for r in ann_only)
-    initializers = sum(r.macs for r in prefix) - ann
+    initialisers = sum(r.macs for r in prefix) - ann
 
-    expected = snn_convs(config, pure_snn=False)
+    expected = snn_convs(config)
     snn_records = full[len(prefix):]
     found = [r.operand_shapes[1] for r in snn_records]
     wanted = [(c.kernel, c.kernel, c.cin, c.cout) for c in expected.values()]
@@ -202,4 +202,4 @@ def hybrid_macs(config, height: int = 256, width: int = 256) -> HybridMacs:
         raise ValueError(f"hybrid_macs: SNN kernels in trace order are {found}, expected {wanted} "
                          f"({list(expected)})")
     per_step = {name: r.macs for name, r in zip(expected, snn_records, strict=True)}
-    return HybridMacs(height=height, width=width, ann=ann, initializers=initializers, snn_per_step=per_step)
+    return HybridMacs(height=height, width=width, ann=ann, initialisers=initialisers, snn_per_step=per_step)

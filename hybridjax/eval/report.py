@@ -146,7 +146,7 @@ def markdown_report(result: dict, title: str = "hybridjax evaluation", images: d
     macs = r["macs"]
     out += ["", f"## MACs per sample at {macs['height']}x{macs['width']} (counted from the model's jaxpr)", ""]
     out += ["| part | MACs |", "|---|---|", f"| ANN, one inference | {macs['ann'] / 1e9:.3f} G |",
-            f"| state initialisers, one inference | {macs['initializers'] / 1e9:.3f} G |",
+            f"| state initialisers, one inference | {macs['initialisers'] / 1e9:.3f} G |",
             f"| SNN, one step (dense) | {macs['snn_step_total'] / 1e6:.2f} M |"]
     out += [f"| SNN conv {conv} | {value / 1e6:.2f} M |" for conv, value in macs["snn_per_step"].items()]
     e = r["energy"]
@@ -159,7 +159,7 @@ def markdown_report(result: dict, title: str = "hybridjax evaluation", images: d
     out.append("|---|" + "---|" * len(presets))
     rows = [
         ("ANN energy per inference", lambda p: _si(e[p]["hybrid"]["ann_energy_j"], "J")),
-        ("initialiser energy per ANN inference", lambda p: _si(e[p]["hybrid"]["initializer_energy_j"], "J")),
+        ("initialiser energy per ANN inference", lambda p: _si(e[p]["hybrid"]["initialiser_energy_j"], "J")),
         ("hybrid SNN energy per step", lambda p: _si(e[p]["hybrid"]["snn_energy_per_step_j"], "J")),
         ("hybrid energy per ANN period", lambda p: _si(e[p]["hybrid"]["energy_per_ann_period_j"], "J")),
         ("hybrid power", lambda p: _si(e[p]["hybrid"]["hybrid_power_w"], "W")),

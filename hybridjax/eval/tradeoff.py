@@ -74,13 +74,13 @@ class SweepPoint:
     factor: int  # dataset bins summed into one step
 
 
-def tradeoff_power(*, ann_macs: float, initializer_macs: float, snn_energy_per_step_j: float, period_ms: float,
+def tradeoff_power(*, ann_macs: float, initialiser_macs: float, snn_energy_per_step_j: float, period_ms: float,
                    output_rate_hz: float, energy: energy_model.EnergyPreset) -> dict[str, float]:
     """Power in W of the three models of the sweep at one point (the equations of the module docstring)."""
     if period_ms <= 0:
         raise ValueError(f"tradeoff_power: period_ms must be positive, got {period_ms}")
     ann_rate = 1000.0 / period_ms
-    summary = energy_model.hybrid_power(ann_macs=ann_macs, initializer_macs=initializer_macs,
+    summary = energy_model.hybrid_power(ann_macs=ann_macs, initialiser_macs=initialiser_macs,
                                         snn_energy_per_step=snn_energy_per_step_j, output_rate_hz=output_rate_hz,
                                         ann_rate_hz=ann_rate, energy=energy)
     return {"hybrid": summary.hybrid_power_w, "ann_at_rate": summary.ann_power_w,
@@ -244,7 +244,7 @@ def evaluate_tradeoff(model_variables, config, dataset, tc: TradeoffConfig | Non
         rates = acc.mean_rates()
         e_step = energy_model.snn_energy_per_step_j(
             counted.snn_per_step, energy_model.conv_input_rates(rates, neurons, event_rate), preset)
-        power = tradeoff_power(ann_macs=counted.ann, initializer_macs=counted.initializers,
+        power = tradeoff_power(ann_macs=counted.ann, initialiser_macs=counted.initialisers,
                                snn_energy_per_step_j=e_step, period_ms=point.period_ms,
                                output_rate_hz=point.output_rate_hz, energy=preset)
         result_points.append({"model": "hybrid", **dataclasses.asdict(point), "power_w": power["hybrid"],

@@ -5,7 +5,7 @@
 """
 from hybridjax.models.ann import ann_forward, init_ann_params
 from hybridjax.models.config import PRESETS, ModelConfig
-from hybridjax.models.initializers import INITIALISER_SOURCES, init_initializer_params, initial_states
+from hybridjax.models.initialisers import INITIALISER_SOURCES, init_initialiser_params, initial_states
 from hybridjax.models.modules import ANNUNet, HybridModel, ModelOutput, SNNModel, init_variables
 from hybridjax.models.snn_unet import (
     LIF_LAYERS,
@@ -22,6 +22,6 @@ from hybridjax.models.snn_unet import (
 __all__ = [
     "ANNUNet", "HybridModel", "INITIALISER_SOURCES", "LIF_LAYERS", "ModelConfig", "ModelOutput",
     "OFFICIAL_LIF_NAMES", "PRESETS", "SNNModel", "SNNResult", "ann_forward", "init_ann_params",
-    "init_initializer_params", "init_snn_params", "init_variables", "initial_states", "lif_channels", "lif_shapes",
+    "init_initialiser_params", "init_snn_params", "init_variables", "initial_states", "lif_channels", "lif_shapes",
     "snn_forward", "snn_step", "zero_state",
 ]

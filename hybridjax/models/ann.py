@@ -37,17 +37,16 @@ def init_ann_params(key: jax.Array, cfg: ModelConfig, dtype=None) -> dict:
 
 
 def _build_ann_params(sampler, cfg: ModelConfig) -> dict:
-    dtype = None
     c0 = cfg.ann_widths[0]
     params = {
-        "conv1": init_conv(sampler, 7, cfg.ann_in_channels, c0, bias=True, dtype=dtype),
-        "conv2": init_conv(sampler, 7, c0, c0, bias=True, dtype=dtype),
+        "conv1": init_conv(sampler, 7, cfg.ann_in_channels, c0, bias=True),
+        "conv2": init_conv(sampler, 7, c0, c0, bias=True),
     }
     for name, (cin, cout, k) in ann_blocks(cfg).items():
         second_in = 2 * cout if name.startswith("up") else cout  # up blocks concatenate the skip
-        params[name] = {"conv1": init_conv(sampler, k, cin, cout, bias=True, dtype=dtype),
-                        "conv2": init_conv(sampler, k, second_in, cout, bias=True, dtype=dtype)}
-    params["conv3"] = init_conv(sampler, 3, c0, cfg.num_joints, bias=True, dtype=dtype)
+        params[name] = {"conv1": init_conv(sampler, k, cin, cout, bias=True),
+                        "conv2": init_conv(sampler, k, second_in, cout, bias=True)}
+    params["conv3"] = init_conv(sampler, 3, c0, cfg.num_joints, bias=True)
     return params
 
 

@@ -278,10 +278,10 @@ def sample_params(build, key: jax.Array, dtype=jnp.float32):
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), tree)
 
 
-def init_conv(sampler, kernel_size: int, cin: int, cout: int, *, bias: bool, dtype=None) -> dict:
+def init_conv(sampler, kernel_size: int, cin: int, cout: int, *, bias: bool) -> dict:
     """A conv with a Xavier-normal HWIO kernel (std = sqrt(2 / (fan_in + fan_out)), the official init) and a
-    zero bias. ``sampler.normal(shape)`` supplies standard normals (see :func:`sample_params`)."""
-    del dtype  # cast once by sample_params
+    zero bias. ``sampler.normal(shape)`` supplies standard normals (see :func:`sample_params`, which casts the
+    whole tree to the requested dtype once)."""
     shape = (kernel_size, kernel_size, cin, cout)
     std = math.sqrt(2.0 / (cin * kernel_size * kernel_size + cout * kernel_size * kernel_size))
     p = {"kernel": sampler.normal(shape) * std}
@@ -290,8 +290,7 @@ def init_conv(sampler, kernel_size: int, cin: int, cout: int, *, bias: bool, dty
     return p
 
 
-def init_bn(channels: int, dtype=None) -> tuple[dict, dict]:
+def init_bn(channels: int) -> tuple[dict, dict]:
     """BatchNorm ``(params, running_stats)``: scale 1, bias 0, mean 0, var 1."""
-    del dtype
     return ({"scale": np.ones((channels,), np.float32), "bias": np.zeros((channels,), np.float32)},
             {"mean": np.zeros((channels,), np.float32), "var": np.ones((channels,), np.float32)})

@@ -2,7 +2,7 @@
 
 * :class:`ANNUNet` — variables ``{"params": {"ann": ...}}``.
 * :class:`SNNModel` — the pure SNN; ``{"params": {"snn": ...}, "batch_stats": {"snn": ...}}``.
-* :class:`HybridModel` — ``{"params": {"ann", "initializers", "snn"}, "batch_stats": {"initializers", "snn"}}``
+* :class:`HybridModel` — ``{"params": {"ann", "initialisers", "snn"}, "batch_stats": {"initialisers", "snn"}}``
   so a hybrid can be composed from a trained ANN and a trained SNN by merging their trees.
 
 Inputs are NHWC; sequences are time-major ``[T, B, H, W, C]`` (:mod:`hybridjax.layout`). ``train=True``
@@ -21,9 +21,9 @@ import jax.numpy as jnp
 from hybridjax import layout
 from hybridjax.models.ann import ann_forward, init_ann_params
 from hybridjax.models.config import ModelConfig
-from hybridjax.models.initializers import init_initializer_params, initial_states
+from hybridjax.models.initialisers import init_initialiser_params, initial_states
 from hybridjax.models.layers import update_running_stats
-from hybridjax.models.snn_unet import init_snn_params, lif_channels, lif_shapes, snn_forward, zero_state
+from hybridjax.models.snn_unet import BlockConvs, init_snn_params, lif_channels, lif_shapes, snn_forward, zero_state
 
 
 @dataclasses.dataclass
@@ -57,10 +57,10 @@ def init_variables(kind: str, cfg: ModelConfig, key: jax.Array, dtype=jnp.float3
         params, stats = init_snn_params(k_snn, cfg, pure_snn=True, dtype=dtype)
         return {"params": {"snn": params}, "batch_stats": {"snn": stats}}
     if kind == "hybrid":
-        init_p, init_s = init_initializer_params(k_init, cfg, lif_channels(cfg), dtype)
+        init_p, init_s = init_initialiser_params(k_init, cfg, lif_channels(cfg), dtype)
         snn_p, snn_s = init_snn_params(k_snn, cfg, pure_snn=False, dtype=dtype)
-        return {"params": {"ann": init_ann_params(k_ann, cfg, dtype), "initializers": init_p, "snn": snn_p},
-                "batch_stats": {"initializers": init_s, "snn": snn_s}}
+        return {"params": {"ann": init_ann_params(k_ann, cfg, dtype), "initialisers": init_p, "snn": snn_p},
+                "batch_stats": {"initialisers": init_s, "snn": snn_s}}
     raise ValueError(f"kind must be 'hybrid', 'snn' or 'ann', got {kind!r}")
 
 
@@ -100,7 +100,7 @@ class SNNModel(nn.Module):
         v0 = zero_state(cfg, b, h, w, events.dtype)
         out0 = jnp.zeros((b, h, w, cfg.num_joints), events.dtype)
         result, new_stats = snn_forward(params, stats.value, events, v0, out0, cfg, pure_snn=True, train=train,
-                                        record_membranes=record_membranes)
+                                        record_membranes=record_membranes, convs=BlockConvs.of(cfg))
         if train and self.is_mutable_collection("batch_stats"):
             stats.value = new_stats
         return ModelOutput(heatmaps=result.outputs, spike_counts=result.spike_counts,
@@ -121,9 +121,9 @@ class HybridModel(nn.Module):
         cfg = self.config
         channels = lif_channels(cfg)
         self.ann_params = self.param("ann", lambda k: init_ann_params(k, cfg))
-        self.init_params = self.param("initializers", lambda k: init_initializer_params(k, cfg, channels)[0])
-        self.init_stats = self.variable("batch_stats", "initializers",
-                                        _keyless(lambda k: init_initializer_params(k, cfg, channels)))
+        self.init_params = self.param("initialisers", lambda k: init_initialiser_params(k, cfg, channels)[0])
+        self.init_stats = self.variable("batch_stats", "initialisers",
+                                        _keyless(lambda k: init_initialiser_params(k, cfg, channels)))
         self.snn_params = self.param("snn", lambda k: init_snn_params(k, cfg, pure_snn=False)[0])
         self.snn_stats = self.variable("batch_stats", "snn",
                                        _keyless(lambda k: init_snn_params(k, cfg, pure_snn=False)))
@@ -195,7 +195,8 @@ class HybridModel(nn.Module):
         else:
             raise ValueError(f"init_mode must be 'ann' or 'zeros', got {init_mode!r}")
         result, new_stats = snn_forward(self.snn_params, self.snn_stats.value, events, v0, out0, cfg,
-                                        pure_snn=False, train=train, record_membranes=record_membranes)
+                                        pure_snn=False, train=train, record_membranes=record_membranes,
+                                        convs=BlockConvs.of(cfg))
         if train and self.is_mutable_collection("batch_stats") and not self.is_initializing():
             self.snn_stats.value = new_stats
         return ModelOutput(heatmaps=result.outputs, spike_counts=result.spike_counts,

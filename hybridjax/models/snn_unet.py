@@ -7,7 +7,10 @@ The hybrid's head output is a current integrated into the heatmaps (``out_k = de
 ``out_0`` = the ANN heatmap); the pure SNN's head is ``conv1x1 -> BN -> leaky integrator`` (a LIF that
 never fires) whose membrane is the output.
 
-The network is written once (:func:`_network`), parameterised by how a LIF layer is applied:
+The network is written once (:func:`_network`), parameterised by how a block computes its current (a
+:class:`BlockConvs`: plain conv, the polyphase up-convolution, BatchNorm after the conv or folded into it,
+blocks with a kernel of their own such as space-to-depth; chosen by the caller) and by how a LIF layer is
+applied:
 
 * ``step`` mode scans the whole network over time: every layer sees ``[B, H, W, C]`` at one step and
   :func:`hybridjax.snn.lif_step` updates its membrane in the scan carry. This is the streaming form.
@@ -36,7 +39,7 @@ from hybridjax.models.layers import (
     update_running_stats,
     upsample_bilinear2x,
 )
-from hybridjax.models.upconv import FUSED_MIN_SIZE, POLYPHASE_KEY, upsample2x_conv2d, with_polyphase_kernels
+from hybridjax.models.upconv import FUSED_MIN_SIZE, upsample2x_conv2d, with_polyphase_kernels
 from hybridjax.snn.lif import LIFParams, leaky_integrator_step, lif_step
 from hybridjax.snn.scan import scan_steps
 
@@ -58,10 +61,9 @@ class _Conv:
     stride: int = 1
 
 
-def snn_convs(cfg: ModelConfig, *, pure_snn: bool) -> dict[str, _Conv]:
+def snn_convs(cfg: ModelConfig) -> dict[str, _Conv]:
     """Every conv of the spiking U-Net keyed by its parameter name (``res`` holds two)."""
     s0, s1, s2, s3 = cfg.snn_widths
-    del pure_snn
     return {
         "static": _Conv(cfg.snn_in_channels, s0, 5),
         "down1": _Conv(s0, s1, 5, 2), "down2": _Conv(s1, s2, 5, 2), "down3": _Conv(s2, s3, 5, 2),
@@ -90,13 +92,12 @@ def init_snn_params(key: jax.Array, cfg: ModelConfig, *, pure_snn: bool, dtype=N
 
 
 def _build_snn_params(sampler, cfg: ModelConfig, pure_snn: bool) -> tuple[dict, dict]:
-    dtype = None
     params, stats = {}, {}
-    convs = snn_convs(cfg, pure_snn=pure_snn)
+    convs = snn_convs(cfg)
     for name, c in convs.items():
-        params[name] = {"conv": init_conv(sampler, c.kernel, c.cin, c.cout, bias=False, dtype=dtype)}
+        params[name] = {"conv": init_conv(sampler, c.kernel, c.cin, c.cout, bias=False)}
         if name != "head" or pure_snn:
-            params[name]["bn"], stats[name] = init_bn(c.cout, dtype)
+            params[name]["bn"], stats[name] = init_bn(c.cout)
     return params, stats
 
 
@@ -117,33 +118,73 @@ jax.tree_util.register_dataclass(
     meta_fields=[])
 
 
-def _network(params, stats, x, neuron: Callable[[str, jax.Array], jax.Array], *, train: bool, bn_axes,
-             pure_snn: bool, bn_axis_name: str | None = None, operand_dtype=None):
-    """The spiking U-Net's wiring, once. ``neuron(layer, current) -> spikes``; returns (head, batch stats).
+UP_BLOCKS = ("up1", "up2", "up3")  # bilinear x2 + 5x5 conv blocks
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockConvs:
+    """How a block of the spiking U-Net computes its LIF layer's input current: a conv implementation, chosen
+    by the caller as the neuron is.
+
+    * the plain convolution is :func:`hybridjax.models.layers.conv2d` (which runs maps smaller than the kernel
+      as one im2col matrix product);
+    * ``polyphase``: the up blocks' bilinear x2 + 5x5 conv as one polyphase convolution on the small map
+      (:func:`hybridjax.models.upconv.upsample2x_conv2d`, maps of at least ``FUSED_MIN_SIZE``), its kernels
+      prepared once per window by :meth:`prepare`;
+    * ``batch_norm``: BatchNorm after the conv (training and evaluation); False for parameters whose eval
+      BatchNorm is folded into the conv (:func:`hybridjax.runtime.folding.fold_batch_norms`, the streaming form);
+    * ``own_kernels``: blocks whose conv parameter is a callable kernel of its own (``conv(x, stride=...)``,
+      e.g. :class:`hybridjax.runtime.folding.SpaceToDepthConv`; it keeps its own type);
+    * ``operand_dtype``: mixed precision of the convolutions (:attr:`ModelConfig.operand_dtype`; None: the
+      input's type).
+    """
+
+    polyphase: bool = True
+    batch_norm: bool = True
+    own_kernels: tuple[str, ...] = ()
+    operand_dtype: object = None
+
+    @classmethod
+    def of(cls, cfg: ModelConfig) -> BlockConvs:
+        """The training / evaluation form of ``cfg`` (polyphase up blocks when ``cfg.fused_upsample_conv``)."""
+        return cls(polyphase=cfg.fused_upsample_conv, operand_dtype=cfg.operand_dtype)
+
+    def prepare(self, params: dict) -> dict:
+        """``params`` with the up blocks' polyphase kernels (once per window, outside the time scan: their
+        gradients accumulate over the steps and reach the 5x5 kernels once); unchanged without ``polyphase``."""
+        if not self.polyphase:
+            return params
+        return {**params, **{name: {**params[name], "conv": with_polyphase_kernels(params[name]["conv"])}
+                             for name in UP_BLOCKS}}
+
+    def conv(self, name: str, conv, x: jax.Array, *, stride: int, upsample: bool) -> jax.Array:
+        """The block's convolution of ``x`` (bilinearly upsampled x2 first when ``upsample``)."""
+        if name in self.own_kernels:
+            return conv(upsample_bilinear2x(x) if upsample else x, stride=stride)
+        if upsample and self.polyphase and min(x.shape[-3:-1]) >= FUSED_MIN_SIZE:
+            # = conv2d(upsample_bilinear2x(x)) without the x2 map
+            return upsample2x_conv2d(x, conv, operand_dtype=self.operand_dtype)
+        x = upsample_bilinear2x(x) if upsample else x
+        return conv2d(x, conv, stride=stride, padding=conv["kernel"].shape[0] // 2, operand_dtype=self.operand_dtype)
+
+
+def _network(params, stats, x, neuron: Callable[[str, jax.Array], jax.Array], convs: BlockConvs, *, train: bool,
+             bn_axes, pure_snn: bool, bn_axis_name: str | None = None):
+    """The spiking U-Net's wiring, once. ``neuron(layer, current) -> spikes``, ``convs`` the blocks' conv
+    implementation; returns (head, batch stats).
 
     ``bn_axis_name``: synchronise train-mode BatchNorm statistics over this pmap axis
-    (:attr:`ModelConfig.batch_norm_axis_name`). ``operand_dtype``: mixed precision of the convolutions
-    (:attr:`ModelConfig.operand_dtype`; a callable inference-time conv keeps its own type).
+    (:attr:`ModelConfig.batch_norm_axis_name`). The head conv takes the blocks' ``convs.operand_dtype``.
     """
     batch_stats = {}
 
     def block(name, inp, *, stride=1, residual=None, upsample=False):
         p = params[name]
-        conv = p["conv"]  # a dict, or a callable inference-time form (hybridjax.runtime.folding)
-        if upsample and not callable(conv) and POLYPHASE_KEY in conv and min(inp.shape[-3:-1]) >= FUSED_MIN_SIZE:
-            # = conv2d(upsample_bilinear2x(inp)) without the x2 map
-            y = upsample2x_conv2d(inp, conv, operand_dtype=operand_dtype)
-        else:
-            inp = upsample_bilinear2x(inp) if upsample else inp
-            y = conv(inp, stride=stride) if callable(conv) else conv2d(
-                inp, conv, stride=stride, padding=conv["kernel"].shape[0] // 2, operand_dtype=operand_dtype)
-        if "bn" not in p:  # eval BatchNorm folded into the conv (hybridjax.runtime.folding.fold_batch_norms)
-            return neuron(name, y if residual is None else y + residual)
-        y, batch_stats[name] = batch_norm(y, p["bn"], stats[name], train=train, reduce_axes=bn_axes,
-                                          axis_name=bn_axis_name)
-        if residual is not None:
-            y = y + residual
-        return neuron(name, y)
+        y = convs.conv(name, p["conv"], inp, stride=stride, upsample=upsample)
+        if convs.batch_norm:
+            y, batch_stats[name] = batch_norm(y, p["bn"], stats[name], train=train, reduce_axes=bn_axes,
+                                              axis_name=bn_axis_name)
+        return neuron(name, y if residual is None else y + residual)
 
     s_static = block("static", x)
     s_down1 = block("down1", s_static, stride=2)
@@ -154,30 +195,12 @@ def _network(params, stats, x, neuron: Callable[[str, jax.Array], jax.Array], *,
     s_up1 = block("up1", jnp.concatenate([s_res2, s_down3], axis=-1), upsample=True)
     s_up2 = block("up2", jnp.concatenate([s_up1, s_down2], axis=-1), upsample=True)
     s_up3 = block("up3", jnp.concatenate([s_up2, s_down1], axis=-1), upsample=True)
-    head = conv2d(jnp.concatenate([s_up3, s_static], axis=-1), params["head"]["conv"], operand_dtype=operand_dtype)
+    head = conv2d(jnp.concatenate([s_up3, s_static], axis=-1), params["head"]["conv"],
+                  operand_dtype=convs.operand_dtype)
     if pure_snn:
         head, batch_stats["head"] = batch_norm(head, params["head"]["bn"], stats["head"], train=train,
                                                reduce_axes=bn_axes, axis_name=bn_axis_name)
     return head, batch_stats
-
-
-UP_BLOCKS = ("up1", "up2", "up3")  # bilinear x2 + 5x5 conv blocks
-
-
-def _prepare_up_convs(params: dict, cfg: ModelConfig) -> dict:
-    """With ``cfg.fused_upsample_conv``: the up blocks' conv parameters plus their polyphase kernels.
-
-    Done once per call of the network over a window (outside the time scan: their gradients accumulate over
-    the steps and reach the 5x5 kernels once); a no-op for prepared parameters or a callable conv.
-    """
-    if not cfg.fused_upsample_conv:
-        return params
-    out = dict(params)
-    for name in UP_BLOCKS:
-        conv = params[name]["conv"]
-        if not callable(conv) and POLYPHASE_KEY not in conv and tuple(conv["kernel"].shape[:2]) == (5, 5):
-            out[name] = {**params[name], "conv": with_polyphase_kernels(conv)}
-    return out
 
 
 def _output_update(out_prev, head, *, pure_snn: bool, decay: float, tau: float):
@@ -187,8 +210,8 @@ def _output_update(out_prev, head, *, pure_snn: bool, decay: float, tau: float):
     return decay * out_prev + head
 
 
-def _layer_mode(params, stats, events, v0, out0, cfg: ModelConfig, *, pure_snn: bool, train: bool,
-                record_membranes: bool):
+def _layer_mode(params, stats, events, v0, out0, cfg: ModelConfig, convs: BlockConvs, *, pure_snn: bool,
+                train: bool, record_membranes: bool):
     """Layer mode over ``events [T, ...]``: ``((v_last, out_last), (outputs, counts, rates, stats, membranes))``."""
     lif = cfg.lif(pure_snn=pure_snn)
     v_last, membranes, count_list, rate_list = {}, {}, [], []
@@ -207,9 +230,8 @@ def _layer_mode(params, stats, events, v0, out0, cfg: ModelConfig, *, pure_snn: 
         rate_list.append(jnp.mean(spikes, axis=(1, 2, 3, 4)))
         return spikes
 
-    heads, batch_stats = _network(params, stats, events, neuron, train=train, bn_axes=(1, 2, 3),
-                                  pure_snn=pure_snn, bn_axis_name=cfg.batch_norm_axis_name,
-                                  operand_dtype=cfg.operand_dtype)
+    heads, batch_stats = _network(params, stats, events, neuron, convs, train=train, bn_axes=(1, 2, 3),
+                                  pure_snn=pure_snn, bn_axis_name=cfg.batch_norm_axis_name)
 
     def integrate(out_prev, head_t):
         out = _output_update(out_prev, head_t, pure_snn=pure_snn, decay=cfg.output_decay,
@@ -222,8 +244,8 @@ def _layer_mode(params, stats, events, v0, out0, cfg: ModelConfig, *, pure_snn: 
     return (v_last, out_last), (outputs, counts, rates, batch_stats, membranes if record_membranes else None)
 
 
-def _layer_mode_chunked(params, stats, events, v0, out0, cfg: ModelConfig, *, pure_snn: bool, train: bool,
-                        record_membranes: bool):
+def _layer_mode_chunked(params, stats, events, v0, out0, cfg: ModelConfig, convs: BlockConvs, *, pure_snn: bool,
+                        train: bool, record_membranes: bool):
     """Layer mode in consecutive chunks of ``cfg.time_chunk`` steps, the membranes carried across chunks.
 
     Within a chunk every conv runs once for all of its steps. The whole chunks are scanned
@@ -235,7 +257,7 @@ def _layer_mode_chunked(params, stats, events, v0, out0, cfg: ModelConfig, *, pu
     chunk = steps if cfg.time_chunk is None else min(cfg.time_chunk, steps)
 
     def run(events_chunk, v, out):
-        return _layer_mode(params, stats, events_chunk, v, out, cfg, pure_snn=pure_snn, train=train,
+        return _layer_mode(params, stats, events_chunk, v, out, cfg, convs, pure_snn=pure_snn, train=train,
                            record_membranes=record_membranes)
 
     if chunk == steps:
@@ -256,15 +278,18 @@ def _layer_mode_chunked(params, stats, events, v0, out0, cfg: ModelConfig, *, pu
     outputs, counts, rates, batch_stats, membranes = pieces
     return carry, (outputs, counts, rates, batch_stats if train else stats, membranes)
 
+
 def snn_step(params: dict, stats: dict, carry: tuple[dict, jax.Array], x_t: jax.Array, cfg: ModelConfig, *,
-             pure_snn: bool, train: bool = False, record_membranes: bool = False):
+             pure_snn: bool, train: bool = False, record_membranes: bool = False, convs: BlockConvs | None = None):
     """One SNN step of the whole network: ``((v, out), x_t [B,H,W,2]) -> ((v', out'), per-step outputs)``.
 
     Per-step outputs: ``out'``, spike counts ``[9, B]``, spike rates ``[9]``, BatchNorm batch statistics
-    (train) and, if asked, the membranes. This is the function the streaming runtime jits.
+    (train) and, if asked, the membranes. This is the function the streaming runtime jits. ``convs``: the
+    blocks' conv implementation (default :meth:`BlockConvs.of` ``cfg``); ``params`` as :meth:`BlockConvs.prepare`
+    returns them (unprepared polyphase kernels are computed where they are used).
     """
     lif = cfg.lif(pure_snn=pure_snn)
-    params = _prepare_up_convs(params, cfg)  # no-op when snn_forward already did it
+    convs = convs or BlockConvs.of(cfg)
     v, out_prev = carry
     v_new, counts, rates = {}, [], []
 
@@ -274,8 +299,8 @@ def snn_step(params: dict, stats: dict, carry: tuple[dict, jax.Array], x_t: jax.
         rates.append(jnp.mean(s))
         return s
 
-    head, batch_stats = _network(params, stats, x_t, neuron, train=train, bn_axes=(0, 1, 2), pure_snn=pure_snn,
-                                 bn_axis_name=cfg.batch_norm_axis_name, operand_dtype=cfg.operand_dtype)
+    head, batch_stats = _network(params, stats, x_t, neuron, convs, train=train, bn_axes=(0, 1, 2),
+                                 pure_snn=pure_snn, bn_axis_name=cfg.batch_norm_axis_name)
     out = _output_update(out_prev, head, pure_snn=pure_snn, decay=cfg.output_decay, tau=cfg.snn_output_tau)
     per_step = {"out": out, "spike_counts": jnp.stack(counts), "spike_rates": jnp.stack(rates),
                 "batch_stats": batch_stats}
@@ -285,18 +310,21 @@ def snn_step(params: dict, stats: dict, carry: tuple[dict, jax.Array], x_t: jax.
 
 
 def snn_forward(params: dict, stats: dict, events: jax.Array, v0: dict, out0: jax.Array, cfg: ModelConfig, *,
-                pure_snn: bool, train: bool, record_membranes: bool = False) -> tuple[SNNResult, dict]:
+                pure_snn: bool, train: bool, record_membranes: bool = False,
+                convs: BlockConvs | None = None) -> tuple[SNNResult, dict]:
     """Runs the spiking U-Net over ``events [T, B, H, W, Cin]`` from membranes ``v0`` and output ``out0``.
 
     Returns the result and the new running statistics (``stats`` unchanged when ``train`` is False; in train
     mode each step's BatchNorm uses that step's batch statistics, folded into the running averages in step
-    order). The execution mode (``cfg.snn_mode``) does not change the result.
+    order). The execution mode (``cfg.snn_mode``) does not change the result. ``convs``: the blocks' conv
+    implementation (default :meth:`BlockConvs.of` ``cfg``).
     """
-    params = _prepare_up_convs(params, cfg)  # once per window, outside the scans
+    convs = convs or BlockConvs.of(cfg)
+    params = convs.prepare(params)  # once per window, outside the scans
     if cfg.snn_mode == "step":
         def step(carry, x_t):
             return snn_step(params, stats, carry, x_t, cfg, pure_snn=pure_snn, train=train,
-                            record_membranes=record_membranes)
+                            record_membranes=record_membranes, convs=convs)
 
         (v_last, out_last), per_step = scan_steps(step, (v0, out0), events, remat=cfg.remat,
                                                   remat_policy=cfg.remat_policy)
@@ -304,7 +332,7 @@ def snn_forward(params: dict, stats: dict, events: jax.Array, v0: dict, out0: ja
         batch_stats, membranes = per_step["batch_stats"], per_step.get("membranes")
     else:
         (v_last, out_last), (outputs, counts, rates, batch_stats, membranes) = _layer_mode_chunked(
-            params, stats, events, v0, out0, cfg, pure_snn=pure_snn, train=train,
+            params, stats, events, v0, out0, cfg, convs, pure_snn=pure_snn, train=train,
             record_membranes=record_membranes)
     new_stats = update_running_stats(stats, batch_stats, sequential_axis=True) if train else stats
     result = SNNResult(outputs=outputs, v_last=v_last, spike_counts=counts, spike_rates=rates,
@@ -317,5 +345,5 @@ def zero_state(cfg: ModelConfig, batch: int, height: int, width: int, dtype=jnp.
     return {n: jnp.zeros((batch, h, w, c), dtype) for n, (h, w, c) in lif_shapes(cfg, height, width).items()}
 
 
-__all__ = ["LIF_LAYERS", "OFFICIAL_LIF_NAMES", "LIFParams", "SNNResult", "init_snn_params", "lif_channels",
-           "lif_shapes", "snn_forward", "snn_step", "zero_state"]
+__all__ = ["LIF_LAYERS", "OFFICIAL_LIF_NAMES", "UP_BLOCKS", "BlockConvs", "LIFParams", "SNNResult", "init_snn_params",
+           "lif_channels", "lif_shapes", "snn_forward", "snn_step", "zero_state"]

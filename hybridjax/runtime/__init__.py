@@ -7,10 +7,11 @@ from hybridjax.runtime.folding import (
     SpaceToDepthConv,
     fold_batch_norm,
     fold_batch_norms,
+    folded_convs,
     space_to_depth_conv,
     streaming_snn_params,
 )
 from hybridjax.runtime.streaming import PoseEstimate, StreamingConfig, StreamingPoseEstimator, first_argmax_uv
 
 __all__ = ["PoseEstimate", "SpaceToDepthConv", "StreamingConfig", "StreamingPoseEstimator", "first_argmax_uv",
-           "fold_batch_norm", "fold_batch_norms", "space_to_depth_conv", "streaming_snn_params"]
+           "fold_batch_norm", "fold_batch_norms", "folded_convs", "space_to_depth_conv", "streaming_snn_params"]

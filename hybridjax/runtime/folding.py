@@ -10,9 +10,9 @@ map per output channel ``o``:
     K'[\dots, o] = g_o K[\dots, o], \qquad b'_o = \beta_o - \mu_o g_o
 
 (``epsilon`` = :data:`hybridjax.models.layers.BN_EPS`; a conv that already has a bias ``b`` gets
-``b'_o = \beta_o + (b_o - \mu_o) g_o``). :func:`fold_batch_norms` rewrites every block so; the network
-(:func:`hybridjax.models.snn_unet._network`) skips the BatchNorm of a block whose parameters have no
-``"bn"`` entry. Only rounding differs (one multiply-add less per activation).
+``b'_o = \beta_o + (b_o - \mu_o) g_o``). :func:`fold_batch_norms` rewrites every block so; the network then
+runs with the conv implementation ``BlockConvs(batch_norm=False)`` (:func:`folded_convs`), which applies no
+BatchNorm after the convs. Only rounding differs (one multiply-add less per activation).
 
 **Space-to-depth convolution.** A ``k x k`` convolution (zero padding ``k // 2``, stride ``s``) of a map with
 very few input channels (the event histogram: 2) is slow on CPU. With the input regrouped into ``f x f``
@@ -30,8 +30,8 @@ output phase ``a``), whose kernel places ``K[d]`` at (block offset, input offset
 padded by ``-ell`` blocks before and by the largest block offset after; the output blocks are then
 regrouped into pixels. The multiply-adds grow (e.g. 5x5 -> 3x3 blocks of 2x2: x1.44 for stride 1) but the
 shapes suit the CPU kernels (2 -> 8 channels at 64x64 becomes 8 -> 32 at 32x32; measured 0.40 -> 0.08 ms).
-:class:`SpaceToDepthConv` holds such a kernel; :func:`hybridjax.models.snn_unet._network` calls a conv
-parameter that is callable instead of :func:`hybridjax.models.layers.conv2d`.
+:class:`SpaceToDepthConv` holds such a kernel; the conv implementation of :func:`folded_convs` calls it for the
+blocks it names (``own_kernels``) instead of :func:`hybridjax.models.layers.conv2d`.
 """
 from __future__ import annotations
 
@@ -41,7 +41,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hybridjax.models.config import ModelConfig
 from hybridjax.models.layers import BN_EPS
+from hybridjax.models.snn_unet import BlockConvs
 
 
 def fold_batch_norm(conv: dict, bn: dict, stats: dict, eps: float = BN_EPS) -> dict:
@@ -147,5 +149,12 @@ def streaming_snn_params(params: dict, stats: dict, *, space_to_depth: tuple[str
     return folded, kept
 
 
-__all__ = ["SpaceToDepthConv", "fold_batch_norm", "fold_batch_norms", "space_to_depth_conv",
+def folded_convs(cfg: ModelConfig, space_to_depth: tuple[str, ...] = ()) -> BlockConvs:
+    """The conv implementation of parameters from :func:`fold_batch_norms` / :func:`streaming_snn_params`
+    (``space_to_depth``: the blocks rewritten as :class:`SpaceToDepthConv`)."""
+    return BlockConvs(polyphase=cfg.fused_upsample_conv, batch_norm=False, own_kernels=tuple(space_to_depth),
+                      operand_dtype=cfg.operand_dtype)
+
+
+__all__ = ["SpaceToDepthConv", "fold_batch_norm", "fold_batch_norms", "folded_convs", "space_to_depth_conv",
            "streaming_snn_params"]

@@ -39,7 +39,8 @@ import numpy as np
 
 from hybridjax.data import representations as rep
 from hybridjax.models import HybridModel, ModelConfig, snn_step
-from hybridjax.runtime.folding import streaming_snn_params
+from hybridjax.models.snn_unet import BlockConvs
+from hybridjax.runtime.folding import folded_convs, streaming_snn_params
 
 US_PER_MS = 1000
 
@@ -84,7 +85,7 @@ class PoseEstimate:
 class StreamingPoseEstimator:
     """Runs a trained hybrid on an event stream, one SNN step at a time (see the module docstring).
 
-    variables: the hybrid's variables ``{"params": {"ann", "initializers", "snn"}, "batch_stats": ...}``;
+    variables: the hybrid's variables ``{"params": {"ann", "initialisers", "snn"}, "batch_stats": ...}``;
     config: its :class:`ModelConfig` (``step_ms`` sets the step length; ``snn_mode`` does not matter here).
     """
 
@@ -116,13 +117,16 @@ class StreamingPoseEstimator:
             return model.apply(variables, ann_input[None], method=HybridModel.ann_init)
 
         snn_params, snn_stats = self.variables["params"]["snn"], self.variables["batch_stats"]["snn"]
+        convs = BlockConvs.of(config)
         if streaming.fold_params:
             snn_params, snn_stats = streaming_snn_params(snn_params, snn_stats, space_to_depth=("static",))
+            convs = folded_convs(config, space_to_depth=("static",))
         keep = streaming.keep_heatmaps
 
         def step(state, events_t):
             # The parameters are closed over: compile-time constants of the jitted step.
-            (v, out), _ = snn_step(snn_params, snn_stats, state, events_t[None], config, pure_snn=False)
+            (v, out), _ = snn_step(convs.prepare(snn_params), snn_stats, state, events_t[None], config,
+                                   pure_snn=False, convs=convs)
             return (v, out), (first_argmax_uv(out[0]), out[0] if keep else None)
 
         def steps(state, events):

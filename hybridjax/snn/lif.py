@@ -37,7 +37,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from hybridjax.snn.surrogate import SURROGATE_PRIMITIVES, heaviside, surrogate_grad
+from hybridjax.snn.surrogate import SURROGATE_PRIMITIVES, heaviside, spike, surrogate_grad
 
 # The official bin length: the paper's tau and output decay are given per 10 ms step.
 REFERENCE_STEP_MS = 10.0
@@ -144,8 +144,6 @@ lif_step.defvjp(_lif_fwd, _lif_bwd)
 
 def lif_step_autodiff(v: jax.Array, x: jax.Array, params: LIFParams) -> tuple[jax.Array, jax.Array]:
     """The same step written for plain autodiff (a reference for tests of :func:`lif_step`'s backward)."""
-    from hybridjax.snn.surrogate import spike
-
     h = charge(v, x, params.tau)
     if params.smooth_forward:
         s = SURROGATE_PRIMITIVES[params.surrogate](h - params.v_threshold, params.alpha)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 REMAT_POLICIES = {
     "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
@@ -44,8 +45,6 @@ def scan_steps(step_fn: Callable[[Any, Any], tuple[Any, Any]], init_carry: Any, 
 
 def python_loop_steps(step_fn, init_carry, xs):
     """The same loop unrolled in Python (a reference for tests; never use it for training)."""
-    import jax.numpy as jnp
-
     length = jax.tree_util.tree_leaves(xs)[0].shape[0]
     carry, outputs = init_carry, []
     for t in range(length):

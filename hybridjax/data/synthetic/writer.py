@@ -13,13 +13,17 @@ label slot (label i is the pose at ``t = 10 i`` ms); event times run from 0 over
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
+import multiprocessing
 import pathlib
+import shutil
 import time
 
 import h5py
 import numpy as np
+from tqdm import tqdm
 
 from .body import JOINT_NAMES, forward_kinematics, sample_proportions
 from .cameras import CHANNEL_TO_MATRIX, SENSOR_HEIGHT, SENSOR_WIDTH, Camera, dhp19_like_rig
@@ -249,15 +253,11 @@ def write_synthetic_dhp19(
     write_camera_matrices(_scene(config.seed)[0], out_dir)
     bar = None
     if progress:
-        from tqdm import tqdm
         bar = tqdm(total=len(jobs) * 4, desc="synthetic DHP19", unit="camera")
     if workers <= 1:
         summary_files = [write_recording(config, out_dir, s, r, on_camera=bar.update if bar else None)
                          for s, r in jobs]
     else:
-        import concurrent.futures
-        import multiprocessing
-
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = [pool.submit(write_recording, config, out_dir, s, r) for s, r in jobs]
@@ -298,8 +298,6 @@ def ensure_synthetic_dhp19(out_dir, config: SyntheticConfig | None = None, *, pr
     non-empty folder is refused. The data is written to ``out_dir.partial`` first and renamed, so an
     interrupted run never looks complete.
     """
-    import shutil
-
     config = dataclasses.replace(config or SyntheticConfig(), **overrides)
     out_dir = pathlib.Path(out_dir)
     summary_path = out_dir / "synthetic_summary.json"

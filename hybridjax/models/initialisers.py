@@ -7,6 +7,7 @@ LeakyReLU(0.1) -> conv1x1 -> BN``. The table of which ANN map feeds which LIF la
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from hybridjax.models.config import ModelConfig
 from hybridjax.models.layers import (
@@ -40,26 +41,22 @@ def ann_feature_channels(cfg: ModelConfig) -> dict[str, int]:
             "up1": c[4], "up2": c[3], "up3": c[2], "up4": c[1], "up5": c[0]}
 
 
-def init_initializer_params(key: jax.Array, cfg: ModelConfig, lif_channels: dict[str, int], dtype=None
+def init_initialiser_params(key: jax.Array, cfg: ModelConfig, lif_channels: dict[str, int], dtype=None
                             ) -> tuple[dict, dict]:
     """Parameters and BatchNorm statistics of the nine state initialisers."""
-    import jax.numpy as jnp
-
     return sample_params(lambda sampler: _build(sampler, cfg, lif_channels), key, dtype or jnp.float32)
 
 
 def _build(sampler, cfg: ModelConfig, lif_channels: dict[str, int]) -> tuple[dict, dict]:
-    dtype = None
     feat_ch = ann_feature_channels(cfg)
     params, stats = {}, {}
     for layer, (feature, _, _) in INITIALISER_SOURCES.items():
-        k1 = k2 = sampler
         cout = lif_channels[layer]
-        bn1, s1 = init_bn(cout, dtype)
-        bn2, s2 = init_bn(cout, dtype)
-        params[layer] = {"conv1": init_conv(k1, 1, feat_ch[feature], cout, bias=True, dtype=dtype),
+        bn1, s1 = init_bn(cout)
+        bn2, s2 = init_bn(cout)
+        params[layer] = {"conv1": init_conv(sampler, 1, feat_ch[feature], cout, bias=True),
                          "bn1": bn1,
-                         "conv2": init_conv(k2, 1, cout, cout, bias=True, dtype=dtype),
+                         "conv2": init_conv(sampler, 1, cout, cout, bias=True),
                          "bn2": bn2}
         stats[layer] = {"bn1": s1, "bn2": s2}
     return params, stats
