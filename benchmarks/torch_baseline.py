@@ -208,7 +208,7 @@ class AnnUp(nn.Module):
         return F.leaky_relu(self.conv2(torch.cat([x, skip], dim=1)), LEAKY_SLOPE)
 
 
-class StateInitializer(nn.Module):
+class StateInitialiser(nn.Module):
     """``[bilinear x2 if cin > cout] -> conv1x1 -> BN -> LReLU -> conv1x1 -> BN``: an ANN map -> a membrane.
 
     The only initialiser with more input than output channels (``states_4``: 512 -> 256) reads an ANN map of
@@ -268,25 +268,25 @@ class HybridCNNSNN(nn.Module):
         self.temporalflat_snn = HeadConv(2 * s0, num_joints)
         self.conv1_cnn = nn.Conv2d(ann_in_channels, c0, 7, padding=3)
         self.conv2_cnn = nn.Conv2d(c0, c0, 7, padding=3)
-        self.states_in = StateInitializer(c0, s0)
+        self.states_in = StateInitialiser(c0, s0)
         self.down1_cnn = AnnDown(c0, c1, 5)
-        self.states_1 = StateInitializer(c1, s1)
+        self.states_1 = StateInitialiser(c1, s1)
         self.down2_cnn = AnnDown(c1, c2, 3)
-        self.states_2 = StateInitializer(c2, s2)
+        self.states_2 = StateInitialiser(c2, s2)
         self.down3_cnn = AnnDown(c2, c3, 3)
-        self.states_3 = StateInitializer(c3, s3)
+        self.states_3 = StateInitialiser(c3, s3)
         self.down4_cnn = AnnDown(c3, c4, 3)
         self.down5_cnn = AnnDown(c4, c5, 3)
         self.up1_cnn = AnnUp(c5, c4)
-        self.states_4 = StateInitializer(c4, s3)
+        self.states_4 = StateInitialiser(c4, s3)
         self.up2_cnn = AnnUp(c4, c3)
-        self.states_5 = StateInitializer(c3, s3)
+        self.states_5 = StateInitialiser(c3, s3)
         self.up3_cnn = AnnUp(c3, c2)
-        self.states_6 = StateInitializer(c2, s2)
+        self.states_6 = StateInitialiser(c2, s2)
         self.up4_cnn = AnnUp(c2, c1)
-        self.states_7 = StateInitializer(c1, s1)
+        self.states_7 = StateInitialiser(c1, s1)
         self.up5_cnn = AnnUp(c1, c0)
-        self.states_8 = StateInitializer(c0, s0)
+        self.states_8 = StateInitialiser(c0, s0)
         self.conv3_cnn = nn.Conv2d(c0, num_joints, 3, padding=1)
 
     # ----- parts
