@@ -132,7 +132,7 @@ def test_bf16_hybrid_training_loss_and_gradients_against_the_float64_golden(gold
     events = jnp.asarray(layout.from_official_sequence(g["snn_input"]), jnp.float32)[:steps]
     ann_next = jnp.asarray(layout.from_official_image(gt["ann_input_next"]), jnp.float32)
     targets = losses.gaussian_targets(jnp.asarray(np.transpose(gt["labels"], (1, 0, 3, 4, 2)), jnp.float32))
-    trainable = {k: variables["params"][k] for k in ("initializers", "snn")}
+    trainable = {k: variables["params"][k] for k in ("initialisers", "snn")}
     loss_fn = _hybrid_train_loss(HybridModel(cfg), variables["params"]["ann"], variables["batch_stats"], ann_input,
                                  events, ann_next, targets)
     (loss, _), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(trainable)
