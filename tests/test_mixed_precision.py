@@ -45,34 +45,43 @@ CASES = {
 }
 
 
+def _value_and_vjp(fn):
+    """``(x, kernel, g) -> (fn(x, kernel), g^T d/dx, g^T d/dkernel)``, compiled once."""
+    def run(x, kernel, g):
+        y, vjp = jax.vjp(lambda x, k: fn(x, {"kernel": k}), x, kernel)
+        return (y, *vjp(g))
+
+    return jax.jit(run)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bf16_convolutions_and_their_gradients_stay_within_the_operand_rounding_bound(name):
     fn, x_shape, k_shape, factor = CASES[name]
     rng = np.random.default_rng(0)
     x = rng.normal(size=x_shape)
     kernel = rng.normal(size=k_shape) * 0.2
+    # the same bilinear maps on absolute values (the dense composition for the up-convolution) give the bounds
+    if name == "upsample_conv_polyphase":
+        dense = _dense_upconv
+    elif name == "conv5x5_stride2":
+        def dense(x, p):
+            return conv2d(x, p, stride=2)
+    else:
+        dense = conv2d
     with jax.enable_x64(True):
-        y_exact, vjp = jax.vjp(lambda x, k: fn(x, {"kernel": k}), jnp.asarray(x), jnp.asarray(kernel))
-        g = rng.normal(size=y_exact.shape)
-        gx_exact, gk_exact = vjp(jnp.asarray(g))
-        # the same bilinear maps on absolute values (the dense composition for the up-convolution)
-        dense = CASES["conv5x5"][0] if name != "upsample_conv_polyphase" else _dense_upconv
-        if name == "conv5x5_stride2":
-            def dense(x, p):
-                return conv2d(x, p, stride=2)
-        y_abs, vjp_abs = jax.vjp(lambda x, k: dense(x, {"kernel": k}), jnp.abs(jnp.asarray(x)),
-                                 jnp.abs(jnp.asarray(kernel)))
-        gx_abs, gk_abs = vjp_abs(jnp.abs(jnp.asarray(g)))
-    x32, k32 = jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32)
-    y, vjp32 = jax.vjp(lambda x, k: fn(x, {"kernel": k}, jnp.bfloat16), x32, k32)
-    gx, gk = vjp32(jnp.asarray(g, jnp.float32))
-    assert y.dtype == gx.dtype == gk.dtype == jnp.float32
-    for got, want, bound in ((y, y_exact, y_abs), (gx, gx_exact, gx_abs), (gk, gk_exact, gk_abs)):
-        err = np.abs(np.asarray(got, np.float64) - np.asarray(want))
-        limit = factor * MIXED_BOUND * np.asarray(bound) + 1e-6
+        g = rng.normal(size=jax.eval_shape(fn, jnp.asarray(x), {"kernel": jnp.asarray(kernel)}).shape)
+        exact = _value_and_vjp(fn)(jnp.asarray(x), jnp.asarray(kernel), jnp.asarray(g))
+        bounds = _value_and_vjp(dense)(*(jnp.abs(jnp.asarray(a)) for a in (x, kernel, g)))
+        exact, bounds = (tuple(np.asarray(a) for a in t) for t in (exact, bounds))
+    mixed = _value_and_vjp(lambda x, p: fn(x, p, jnp.bfloat16))(
+        *(jnp.asarray(a, jnp.float32) for a in (x, kernel, g)))
+    assert all(a.dtype == jnp.float32 for a in mixed)
+    for got, want, bound in zip(mixed, exact, bounds):
+        err = np.abs(np.asarray(got, np.float64) - want)
+        limit = factor * MIXED_BOUND * bound + 1e-6
         assert np.all(err <= limit), float(np.max(err / limit))
         # and bf16 really was used: the error is far above float32 rounding somewhere
-        assert np.max(err / (np.asarray(bound) + 1e-12)) > 1e-4
+        assert np.max(err / (bound + 1e-12)) > 1e-4
 
 
 def test_compute_dtype_is_validated_and_maps_to_the_operand_type():
