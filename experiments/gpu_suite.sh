@@ -6,6 +6,7 @@
 # flax, optax, orbax-checkpoint and numpy, as the GPU image has them; not tyro (the module is run directly).
 set -euo pipefail
 out="${OUT:-.}"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# device memory as needed (not 75% up front): each training case runs in its own process beside this one
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv >"$out/gpu_suite_nvidia_smi.txt" 2>&1 || true
 python3 -m hybridjax.bench.suite gpu "$out/gpu_suite.json" 2>&1 | tee "$out/gpu_suite.log"
