@@ -1,11 +1,17 @@
 """Train the hybrid ANN-SNN: ann -> snn -> hybrid, then write the evaluation report.
 
-Pick a preset, then override any field::
+The main job (synthetic DHP19, 2 CPU cores; the measured time and numbers are in the README Quickstart)::
 
-    python experiments/train.py tiny                       # synthetic data, 2 CPU cores, ~15 min
-    python experiments/train.py paper --data-dir /data/dhp19_h5 --workdir runs/paper
-    python experiments/train.py tiny --stage hybrid --hybrid.num-steps 100 --workdir runs/tiny
+    python experiments/train.py
 
+The preset is an option (``--preset NAME`` or NAME first) with a default per data set: ``paper`` for
+``--dataset dhp19`` and ``--dataset h36m``, ``tiny`` for the synthetic data (the default). Override any field::
+
+    python experiments/train.py --dataset dhp19                       # paper recipe, data in data/dhp19
+    python experiments/train.py --dataset dhp19 --data-dir /data/dhp19_h5 --workdir runs/paper
+    python experiments/train.py tiny --stage hybrid --hybrid-fine-tune.num-steps 20 --workdir runs/tiny
+
+Without data at the data folder it stops with one message saying where it looked and how to get DHP19.
 Re-running the same command resumes from the checkpoints in the workdir (also after SIGTERM / Ctrl-C).
 """
 from __future__ import annotations
@@ -23,7 +29,8 @@ from hybridjax.workflow import EvaluateArgs, run_evaluation
 def main(config: TrainConfig) -> int:
     train(config)  # a SIGTERM / Ctrl-C stop (TrainingInterrupted) exits via run_cli with 128 + signal
     if config.evaluate_at_end and config.stage in ("all", "hybrid") and jax.process_index() == 0:
-        run_evaluation(EvaluateArgs(workdir=config.workdir, max_items=config.max_eval_items))
+        run_evaluation(EvaluateArgs(workdir=config.workdir, max_items=config.max_eval_items,
+                                    window_ms=config.eval_window_ms))
     return 0
 
 

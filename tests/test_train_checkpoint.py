@@ -161,3 +161,28 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shared_dir, tm
     with pytest.raises(NonFiniteLossError, match=r"NaN/inf before step 4.*last good checkpoint \(step 2\)"):
         run_stage(cfg, "ann", cfg.data_dir, log=lambda *_: None)
     assert StageCheckpointer(tmp_path / "ann" / "checkpoints").all_steps() == [2]
+
+
+def test_pretrain_at_10ms_then_fine_tune_starts_from_the_pretrained_weights(shared_dir, tmp_path):
+    from hybridjax.train.loop import warm_start_state
+
+    step = StageConfig(learning_rate=1e-3, batch_size=2, num_steps=2, eval_every=0, checkpoint_every=2)
+    cfg = dataclasses.replace(
+        ann_config(shared_dir, tmp_path), stage="snn", pretrain_step_ms=10.0,
+        model=dataclasses.replace(ModelConfig.preset("tiny"), step_ms=5.0),
+        snn=step, snn_fine_tune=dataclasses.replace(step, num_steps=1), hybrid_fine_tune=step)
+    pre, fine = cfg.passes()
+    assert pre.model.step_ms == 10.0 and pre.workdir == tmp_path / "pretrain" and fine.model.step_ms == 5.0
+    assert fine.snn.num_steps == 1 and fine.warm_start_dir == pre.workdir
+    messages = []
+    results = train(cfg, log=messages.append)
+    assert list(results) == ["snn@10ms", "snn@5ms"]
+    assert StageCheckpointer(tmp_path / "pretrain" / "snn" / "checkpoints").all_steps() == [2]
+    assert StageCheckpointer(tmp_path / "snn" / "checkpoints").all_steps() == [1]
+    assert any("fine-tuning at 5 ms steps" in m for m in messages)
+    pretrained, _ = restore_stage_state(pre, "snn", "latest")
+    started = warm_start_state(fine, "snn", 1, log=lambda *_: None)
+    assert int(started.step) == 0 and started.model.config.step_ms == 5.0
+    assert_trees_equal(started.params, pretrained.params)
+    assert_trees_equal(started.batch_stats, pretrained.batch_stats)
+    assert TrainConfig.from_json(cfg.to_json()) == cfg

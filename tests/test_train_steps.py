@@ -105,3 +105,29 @@ def test_targets_and_errors_on_the_pooled_grid():
     total, count = steps.error_sum_and_count(pred, landmarks)
     assert float(count) == 1.0
     np.testing.assert_allclose(float(total), np.hypot(99.5 - 100.0, 139.5 - 140.0), rtol=1e-6)
+
+
+def test_ann_augmentation_moves_frames_and_landmarks_together():
+    from hybridjax.train import augment
+
+    f, width, frames = 4, 16, 16
+    rng = np.random.default_rng(0)
+    x = np.zeros((frames, width, width, 1), np.float32)
+    landmarks = np.zeros((frames, 13, 2), np.float32)
+    for b in range(frames):  # joint j marks its own pooled cell with the value 100 + j
+        for j, cell in enumerate(rng.choice(width * width, 13, replace=False)):
+            row, col = divmod(int(cell), width)
+            x[b, row, col, 0] = 100 + j
+            landmarks[b, j] = [col * f + rng.integers(0, f), row * f + rng.integers(0, f)]
+    xa, la = map(np.asarray, augment.mirror_and_shift(jax.random.key(3), jnp.asarray(x), jnp.asarray(landmarks),
+                                                      f, 3))
+    mirrored = 0
+    for b in range(frames):
+        valid = [j for j in range(13) if np.isfinite(la[b, j]).all()]
+        read = {j: xa[b, int(la[b, j, 1] // f), int(la[b, j, 0] // f), 0] for j in valid}
+        as_is = all(read[j] == 100 + j for j in valid)
+        as_mirror = all(read[j] == 100 + augment.MIRROR_JOINTS[j] for j in valid)
+        assert as_is or as_mirror, b  # every joint sits on the cell its source joint marked
+        mirrored += as_mirror and not as_is
+        assert np.isnan(la[b]).any() == (len(valid) < 13)
+    assert 0 < mirrored < frames

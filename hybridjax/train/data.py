@@ -103,7 +103,8 @@ def build_dataset(config: TrainConfig, stage: Stage | str, split: str, data_dir:
             ann_next=ann_next, **overrides,
         )
     if not stage.reads_events:
-        return DHP19FrameDataset(data_dir, split=split, cameras=config.data.cameras)
+        return DHP19FrameDataset(data_dir, split=split, cameras=config.data.cameras,
+                                 frame_step_ms=config.data.ann_frame_step_ms)
     return DHP19Dataset(
         data_dir, split=split, cameras=config.data.cameras, bin_mode=config.data.bin_mode,
         step_ms=config.model.step_ms, representation=config.data.representation,

@@ -74,6 +74,7 @@ def fresh_state(config: TrainConfig, stage: str, num_devices: int = 1) -> TrainS
     settings = StepSettings(
         downsample=config.data.downsample, output_loss_weight=config.output_loss_weight,
         membrane_loss_weight=config.membrane_loss_weight, axis_name="batch" if num_devices > 1 else None,
+        ann_augment_shift=config.ann_augment_shift if stage == "ann" else None,
     )
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), record.seed_index)
     height, width = input_hw(config)
@@ -118,10 +119,23 @@ def start_state(config: TrainConfig, stage: Stage, ckpt: StageCheckpointer, num_
         step, arrays = ckpt.restore_newest_good(state.arrays(), log=log, move_damaged=jax.process_index() == 0)
         log(f"{stage.name}: resuming from {ckpt.directory} step {step}")
         return state.with_arrays(arrays), step
+    if config.warm_start_dir is not None:  # the fine-tuning pass of pretrain_step_ms
+        return warm_start_state(config, stage.name, num_devices, log), None
     if stage.warm_start is None:
         return state, None
     restore = functools.partial(_restore_best, config, log=log)
     return stage.warm_start(config, state, restore, log), None
+
+
+def warm_start_state(config: TrainConfig, stage: str, num_devices: int, log=print) -> TrainState:
+    """A fresh state (step 0, fresh optimiser) with the best weights and BatchNorm statistics of ``stage`` in
+    ``config.warm_start_dir`` (the pre-training pass: same parameter shapes, another SNN step length)."""
+    source = dataclasses.replace(config, workdir=config.warm_start_dir)
+    trained, step = restore_stage_state(source, stage, "best", log=log)
+    state = fresh_state(config, stage, num_devices)
+    log(f"{stage}: fine-tuning at {config.model.step_ms:g} ms steps from {stage_dir(source, stage)} step {step}")
+    return TrainState.create(model=state.model, tx=state.tx, settings=state.settings, params=trained.params,
+                             frozen_params=trained.frozen_params, batch_stats=trained.batch_stats)
 
 
 def _restore_best(config: TrainConfig, stage: str, log=print) -> tuple[TrainState, int]:
@@ -480,9 +494,16 @@ def train(config: TrainConfig, *, log=print) -> dict[str, StageResult]:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json())
     results = {}
-    for stage in config.stages():
-        _check_required(config, stage_lib.stage(stage))
-        results[stage] = run_stage(config, stage, data_dir, log=log)
+    for run in config.passes():  # with pretrain_step_ms: the coarse-step pass, then the fine-tuning pass
+        fine_tuning = run.warm_start_dir is not None
+        for stage in run.stages():
+            record = stage_lib.stage(stage)
+            if fine_tuning and not record.reads_events:
+                continue  # the ANN has no SNN step: trained once, in the pre-training pass
+            if not fine_tuning:
+                _check_required(run, record)
+            name = f"{stage}@{run.model.step_ms:g}ms" if config.pretrain_step_ms is not None else stage
+            results[name] = run_stage(run, stage, data_dir, log=log)
     if jax.process_index() == 0:
         summary_path = workdir / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}

@@ -133,6 +133,19 @@ def hybrid_warm_start(config, state: TrainState, restore: Restore, log=print) ->
                              frozen_params={"ann": ann_state.params["ann"]}, batch_stats=batch_stats)
 
 
+def snn_warm_start(config, state: TrainState, restore: Restore, log=print) -> TrainState:
+    """The pure SNN's start: the fresh state, with ``config.snn_zero_head`` its output BatchNorm (scale and
+    bias, before the integrator) at zero, so that its heatmaps start at zero instead of unit-variance noise."""
+    if not config.snn_zero_head:
+        return state
+    head = state.params["snn"]["head"]
+    norm = jax.tree_util.tree_map(jnp.zeros_like, head["bn"])
+    params = dict(state.params, snn=dict(state.params["snn"], head=dict(head, bn=norm)))
+    log("snn: output BatchNorm scale and bias set to zero (the pure SNN starts from an all-zero output)")
+    return TrainState.create(model=state.model, tx=state.tx, settings=state.settings, params=params,
+                             frozen_params=state.frozen_params, batch_stats=state.batch_stats)
+
+
 _SEQUENCE = ("events", "landmarks", "step_has_label")
 
 STAGES: dict[str, Stage] = {
@@ -144,6 +157,7 @@ STAGES: dict[str, Stage] = {
     "snn": Stage(
         name="snn", seed_index=1, model=SNNModel, train_fields=_SEQUENCE, eval_fields=_SEQUENCE,
         train_step=steps.snn_train_step, eval_step=steps.snn_eval_step, dummy_inputs=event_inputs,
+        warm_start=snn_warm_start,
     ),
     "hybrid": Stage(
         name="hybrid", seed_index=2, model=HybridModel, train_fields=("ann_input", "ann_input_next") + _SEQUENCE,

@@ -34,6 +34,9 @@ class StepSettings:
     output_loss_weight: float = 0.95  # hybrid: weight of the mean per-step heatmap MSE (official 0.95)
     membrane_loss_weight: float = 0.05  # hybrid: weight of L_mp, the initial-membrane loss (official 0.05)
     axis_name: str | None = None  # pmap axis to average gradients/metrics/statistics over; None = one device
+    # ANN stage: random mirror (left/right joints swapped) and shifts of up to this many pooled pixels per frame
+    # (hybridjax.train.augment); None = no augmentation (official)
+    ann_augment_shift: int | None = None
 
     def __post_init__(self):
         if self.downsample < 1:

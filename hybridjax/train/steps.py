@@ -40,6 +40,7 @@ import optax
 
 from hybridjax import losses
 from hybridjax.metrics import predicted_landmarks
+from hybridjax.train import augment
 from hybridjax.train.state import TrainState
 
 Batch = dict
@@ -132,15 +133,18 @@ def _finish(state: TrainState, grads, new_batch_stats, loss_terms: dict, error_s
 def ann_train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
     """One Adam step of the ANN on frames: ``batch['ann_input']`` [B,H,W,20], ``['ann_landmarks']`` [B,J,2]."""
     f = state.settings.downsample
-    x = batch["ann_input"]
-    targets = heatmap_targets(batch["ann_landmarks"], x.shape[1], x.shape[2], f)
+    x, landmarks = batch["ann_input"], batch["ann_landmarks"]
+    if state.settings.ann_augment_shift is not None:
+        x, landmarks = augment.mirror_and_shift(jax.random.fold_in(rng, 1), x, landmarks, f,
+                                                state.settings.ann_augment_shift)
+    targets = heatmap_targets(landmarks, x.shape[1], x.shape[2], f)
 
     def loss_fn(params):
         heat = step_model(state).apply(state.variables(params), x, rngs={"dropout": rng})
         return losses.heatmap_mse(heat, targets), heat
 
     (loss, heat), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    error_sum, count = error_sum_and_count(predicted_landmarks(heat, f), batch["ann_landmarks"])
+    error_sum, count = error_sum_and_count(predicted_landmarks(heat, f), landmarks)
     return _finish(state, grads, state.batch_stats, {"loss": loss}, error_sum, count)
 
 
