@@ -280,7 +280,7 @@ def _run_script(monkeypatch, capsys, script, *args):
 def _tiny_dhp19_args(shared_dir, workdir, steps=1):
     return ["tiny", "--dataset", "dhp19", "--data-dir", str(shared_dir / "fixtures" / "dhp19_mini"),
             "--workdir", str(workdir), "--stage", "ann", "--ann.num-steps", str(steps), "--no-evaluate-at-end",
-            "--no-progress"]
+            "--no-progress", "--data.cameras", "3", "--data.ann-frame-step-ms", "100"]  # 9 frames
 
 
 @pytest.mark.parametrize("args, message", [

@@ -186,3 +186,16 @@ def test_pretrain_at_10ms_then_fine_tune_starts_from_the_pretrained_weights(shar
     assert_trees_equal(started.params, pretrained.params)
     assert_trees_equal(started.batch_stats, pretrained.batch_stats)
     assert TrainConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_snn_zero_head_starts_the_pure_snn_from_a_zero_output(shared_dir, tmp_path):
+    from hybridjax.train.stages import snn_warm_start
+
+    cfg = dataclasses.replace(ann_config(shared_dir, tmp_path), stage="snn", snn_zero_head=True)
+    state = snn_warm_start(cfg, fresh_state(cfg, "snn"), restore=None, log=lambda *_: None)
+    assert all(not np.any(np.asarray(leaf)) for leaf in jax.tree_util.tree_leaves(state.params["snn"]["head"]["bn"]))
+    kernel = state.params["snn"]["head"]["conv"]["kernel"]
+    assert np.any(np.asarray(kernel))  # only the output normalisation is zeroed
+    events = np.ones((3, 1, 32, 32, 2), np.float32)
+    out = state.model.apply(state.variables(state.params), events, train=False)
+    np.testing.assert_array_equal(np.asarray(out.heatmaps), 0.0)

@@ -90,6 +90,9 @@ class TrainConfig:
     # Start the hybrid's 1x1 output head at zero, so that the hybrid begins as the ANN held over the window and
     # the SNN learns corrections (not in the official recipe; helps short runs such as the tiny preset).
     hybrid_zero_head: bool = False
+    # Start the pure SNN's output BatchNorm (scale and bias) at zero, so its heatmaps start at zero instead of
+    # unit-variance noise (initial loss ~200x the target's; not in the official recipe; for short runs).
+    snn_zero_head: bool = False
     # ANN stage: mirror each training frame at random (left/right joints swapped) and shift it by up to this
     # many pooled pixels (hybridjax.train.augment; not in the official recipe). None = no augmentation.
     ann_augment_shift: int | None = None
@@ -178,11 +181,15 @@ class TrainConfig:
 RESUMABLE_FIELDS = frozenset({
     "workdir", "stage", "resume", "force_resume", "progress", "evaluate_at_end", "max_eval_items", "keep_last",
     "cache_dir", "distributed", "coordinator_address", "num_processes", "process_id",
-    "data.max_val_items", "data.prefetch", "data.num_workers",
+    "data.max_val_items", "data.prefetch", "data.num_workers", "eval_window_ms", "warm_start_dir",
 })
 RESUMABLE_STAGE_FIELDS = frozenset({"num_steps", "num_epochs", "eval_every", "checkpoint_every", "log_every"})
 HYBRID_ONLY_FIELDS = frozenset({"hybrid_from_snn", "hybrid_zero_head", "output_loss_weight",
                                 "membrane_loss_weight"})
+# Settings that matter to one stage only (the fine-tuning stage configs are checked as snn / hybrid in the
+# fine-tuning pass, which is where they are used).
+STAGE_ONLY_FIELDS = {"ann_augment_shift": "ann", "data.ann_frame_step_ms": "ann", "snn_zero_head": "snn"}
+PASS_FIELDS = frozenset({"snn_fine_tune", "hybrid_fine_tune"})
 
 
 def resume_differences(stored: dict, current: dict, stage: str) -> list[str]:
@@ -200,6 +207,10 @@ def resume_differences(stored: dict, current: dict, stage: str) -> list[str]:
         head, _, leaf = name.partition(".")
         if head in STAGE_ORDER:
             return head == stage and leaf not in RESUMABLE_STAGE_FIELDS
+        if head in PASS_FIELDS:
+            return False
+        if name in STAGE_ONLY_FIELDS:
+            return STAGE_ONLY_FIELDS[name] == stage
         return name not in RESUMABLE_FIELDS and (stage == "hybrid" or name not in HYBRID_ONLY_FIELDS)
 
     old, new = flat(stored), flat(current)
@@ -295,8 +306,8 @@ def tiny_preset() -> TrainConfig:
         workdir=pathlib.Path("runs/tiny"),
         model=dataclasses.replace(ModelConfig.preset("tiny"), ann_widths=(16, 24, 32, 48, 64, 64)),
         data=DataConfig(cameras=(2, 3), bin_mode="exact", downsample=4, max_val_items=16, ann_frame_step_ms=10),
-        ann=StageConfig(learning_rate=2e-3, batch_size=8, num_steps=1000, eval_every=500, checkpoint_every=500),
-        snn=StageConfig(learning_rate=2e-3, batch_size=4, num_steps=300, eval_every=300, checkpoint_every=300),
+        ann=StageConfig(learning_rate=2e-3, batch_size=8, num_steps=1500, eval_every=500, checkpoint_every=500),
+        snn=StageConfig(learning_rate=2e-3, batch_size=4, num_steps=500, eval_every=500, checkpoint_every=500),
         hybrid=StageConfig(learning_rate=1e-3, batch_size=4, num_steps=300, eval_every=300,
                            checkpoint_every=300),
         pretrain_step_ms=10.0,
@@ -304,7 +315,9 @@ def tiny_preset() -> TrainConfig:
                                   checkpoint_every=30),
         hybrid_fine_tune=StageConfig(learning_rate=5e-4, batch_size=4, num_steps=60, eval_every=60,
                                      checkpoint_every=60),
+        ann_augment_shift=4,
         hybrid_zero_head=True,
+        snn_zero_head=True,
         output_loss_weight=1.0,
         membrane_loss_weight=0.0,
         eval_window_ms=100,
