@@ -126,7 +126,8 @@ class ModelConfig:
 
     @staticmethod
     def preset(name: str) -> ModelConfig:
-        """A named preset: ``paper``, ``paper_1ms``, ``tiny`` or ``tiny_10ms`` (see :data:`PRESETS`)."""
+        """A named preset: ``paper``, ``paper_1ms``, ``paper_1ms_step``, ``tiny`` or ``tiny_10ms`` (see
+        :data:`PRESETS`)."""
         try:
             return PRESETS[name]
         except KeyError:
@@ -140,6 +141,12 @@ PRESETS: dict[str, ModelConfig] = {
     # layer mode in rematerialised chunks of 5 steps keeps a 100-step 256x256 training step at 3.6 GiB (35 GiB
     # without remat) for ~10% more compute (measurements in the benchmark notes).
     "paper_1ms": ModelConfig(step_ms=1.0, snn_mode="layer", remat=True, time_chunk=5),
+    # The same at 1 ms steps for windows that fit in memory without rematerialisation: step mode, nothing
+    # recomputed (paper_1ms recomputes 29% more conv work). 64x64, batch 2, 100 steps on the 2-core CPU VM
+    # (python experiments/benchmark.py --preset paper_1ms_step --num-steps 100 --stages hybrid): 2.70 GiB,
+    # 14.1 s median step against 17.1 s for paper_1ms and 20.3 s for the PyTorch port, alternated at load 8-9.
+    # Memory grows with steps x pixels x batch: use paper_1ms at 256x256.
+    "paper_1ms_step": ModelConfig(step_ms=1.0, snn_mode="step", remat=False),
     # A narrow model for CPU tests and quick runs (same depth and resolution logic).
     "tiny": ModelConfig(ann_widths=(8, 12, 16, 24, 32, 32), snn_widths=(8, 12, 16, 24), step_ms=1.0),
     "tiny_10ms": ModelConfig(ann_widths=(8, 12, 16, 24, 32, 32), snn_widths=(8, 12, 16, 24), step_ms=10.0),
