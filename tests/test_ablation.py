@@ -86,8 +86,8 @@ def test_first_period_scoring_with_constant_predictions(fixture_dataset, tmp_pat
 
 @pytest.mark.slow
 def test_the_ablation_command_end_to_end_on_the_fixture(shared_dir, tmp_path):
-    """Every variant trained for 2 steps on the fixture at 32 x 32: ~14 XLA compilations, 13 min wall on the
-    shared 2-core VM at load 15 (hence slow)."""
+    """Every variant trained for 2 steps on the fixture at 32 x 32: ~14 XLA compilations, 92 s (quieter) to
+    13 min (load 15) wall on the shared 2-core VM, hence slow."""
     args = ["tiny_10ms", "--train.dataset", "dhp19", "--train.data-dir", str(shared_dir / "fixtures" / "dhp19_mini"),
             "--train.data.downsample", "8", "--train.data.max-val-items", "1", "--workdir", str(tmp_path),
             "--max-eval-items", "1", "--eval-batch-size", "1"]
