@@ -1,7 +1,7 @@
 """Train the hybrid ANN-SNN: ann -> snn -> hybrid, then write the evaluation report.
 
-The main job (synthetic DHP19, SNN at 1 ms steps after 10 ms pre-training; 2 CPU cores: 1100 CPU-s with the
-data cached, ~11-12 min projected on a quiet machine; hybrid 10.17 px, ANN every label 9.16, ANN held 10.04,
+The main job (synthetic DHP19, SNN at 1 ms steps after 10 ms pre-training; 2 CPU cores: 11 min 35 s from a fresh
+clone incl. install and data generation; hybrid 10.17 px, ANN every label 9.16, ANN held 10.04,
 SNN alone 47.87, pure SNN 59.98 over the 158 camera-3 test windows, intervals in the README)::
 
     python experiments/train.py

@@ -293,9 +293,8 @@ def tiny_preset() -> TrainConfig:
     Recipe: the ANN on one constant-count frame per 100 Hz label; the pure SNN and the hybrid pre-trained at
     10 ms steps (<workdir>/pretrain), then both fine-tuned at 1 ms steps over 100 ms windows (100 scanned
     steps, labels at 100 Hz) with the same physical time constants.
-    Hardware and time: 2 CPU cores; measured 1100 CPU-s for training and evaluation with the data cached
-    (46 min 48 s wall on the shared VM at load 9-22; ~11-12 min projected on a quiet 2-core machine, plus
-    ~40 CPU-s of data generation on first use and the install).
+    Hardware and time: 2 CPU cores; 11 min 35 s measured from a fresh clone with an empty cache on a quiet
+    machine, install and data generation included (1044 CPU-s; 46 min 48 s at load 9-22 from other jobs).
     Expected (measured, every test window of the split: 158 of camera 3, first 100 ms, px of the 256 crop,
     [95% bootstrap interval]): hybrid 10.17 [9.64, 10.71], ANN at every label 9.16 [8.34, 10.08], ANN held
     10.04 [9.19, 11.00], SNN alone 47.87, pure SNN 59.98; paired hybrid - held +0.13 [-0.52, +0.67]; 3-D
