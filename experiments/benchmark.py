@@ -24,6 +24,15 @@ import time
 
 import tyro
 
+from hybridjax.bench import conv_ceiling, device_description, peak_rss_mb
+from hybridjax.bench.long_window import sweep
+from hybridjax.bench.streaming import data_throughput, streaming_latency
+from hybridjax.bench.suite import SUITES, run_suite
+from hybridjax.bench.training import benchmark_train_step
+from hybridjax.bench.versus_torch import compare_with_torch
+from hybridjax.cli import run_cli
+from hybridjax.models import ModelConfig
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -71,8 +80,6 @@ MODEL_OVERRIDES = ("step_ms", "snn_mode", "remat", "time_chunk", "compute_dtype"
 
 
 def model_config(cfg: BenchmarkConfig, preset: str | None = None):
-    from hybridjax.models import ModelConfig
-
     model = ModelConfig.preset(preset or cfg.preset)
     overrides = {k: getattr(cfg, k) for k in MODEL_OVERRIDES if getattr(cfg, k) is not None}
     return dataclasses.replace(model, **overrides)
@@ -93,12 +100,9 @@ def _stage_in_subprocess(cfg: BenchmarkConfig, stage: str) -> dict:
 
 def run(cfg: BenchmarkConfig, log=print) -> dict:
     if cfg.suite is not None:
-        from hybridjax.bench.suite import SUITES, run_suite
-
         if cfg.suite not in SUITES:
             raise SystemExit(f"--suite {cfg.suite!r}: choose one of {sorted(SUITES)}")
         return run_suite(SUITES[cfg.suite], cfg.output, log=log)
-    from hybridjax.bench import conv_ceiling, device_description, peak_rss_mb
 
     result = {"config": dataclasses.asdict(cfg), "device": device_description(), "time_utc": time.strftime(
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_start": os.getloadavg()[0]}
@@ -114,8 +118,6 @@ def run(cfg: BenchmarkConfig, log=print) -> dict:
         if cfg.isolate:
             record = _stage_in_subprocess(cfg, stage)
         else:
-            from hybridjax.bench.training import benchmark_train_step
-
             record = benchmark_train_step(stage, model, resolution=cfg.resolution, batch_size=cfg.batch_size,
                                           num_steps=cfg.num_steps, repeats=cfg.repeats).to_dict()
         if "ceiling" in result and record["median_cpu_s"]:
@@ -123,8 +125,6 @@ def run(cfg: BenchmarkConfig, log=print) -> dict:
         result["train_steps"].append(record)
         log(_row(record, result.get("ceiling")))
     if cfg.torch_python:
-        from hybridjax.bench.versus_torch import compare_with_torch
-
         versus = compare_with_torch(model, torch_python=cfg.torch_python, resolution=cfg.resolution,
                                     batch_size=cfg.batch_size, num_steps=cfg.num_steps, rounds=cfg.torch_rounds)
         result["versus_torch"] = versus
@@ -133,14 +133,10 @@ def run(cfg: BenchmarkConfig, log=print) -> dict:
             f"PyTorch {versus['torch']['median_wall_s']:.3f} s median -> {versus['speedup']:.2f}x "
             f"(median per-round ratio {versus['speedup_per_round']:.2f}x)")
     if cfg.sweep_steps:
-        from hybridjax.bench.long_window import sweep
-
         result["long_window"] = sweep(model, resolution=cfg.resolution, batch_size=cfg.batch_size,
                                       steps=cfg.sweep_steps, variants=cfg.sweep_variants,
                                       repeats=max(cfg.repeats, 1), timed_steps=cfg.sweep_timed_steps, log=log)
     if cfg.streaming:
-        from hybridjax.bench.streaming import streaming_latency
-
         stream_model = model_config(cfg, cfg.streaming_preset)
         stream = streaming_latency(stream_model, resolution=cfg.streaming_resolution, duration_ms=cfg.streaming_ms,
                                    downsample=cfg.streaming_downsample, chunk_ms=cfg.streaming_chunk_ms,
@@ -155,8 +151,6 @@ def run(cfg: BenchmarkConfig, log=print) -> dict:
             f"real-time factor {stream['real_time_factor']:.2f} at {stream_model.step_ms:g} ms steps, "
             f"{stream['cpu_ms_per_step']:.2f} CPU ms per pose{tight}")
     if cfg.data:
-        from hybridjax.bench.streaming import data_throughput
-
         data = data_throughput(cfg.data_dir, batch_size=cfg.batch_size)
         result["data"] = data
         consumed = [r["windows_per_s"] for r in result["train_steps"] if r["stage"] != "ann" and r["windows_per_s"]]
@@ -193,6 +187,4 @@ def _row(r: dict, ceiling: dict | None) -> str:
 
 
 if __name__ == "__main__":
-    from hybridjax.cli import run_cli
-
     run_cli(lambda: run(tyro.cli(BenchmarkConfig)))

@@ -20,6 +20,7 @@ import tyro
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from hybridjax.cli import run_cli
 from hybridjax.data.check import check_data, format_report, report_json  # noqa: E402
 
 
@@ -43,6 +44,4 @@ def main(args: CheckArgs) -> int:
 
 
 if __name__ == "__main__":
-    from hybridjax.cli import run_cli
-
     run_cli(lambda: main(tyro.cli(CheckArgs)))

@@ -12,6 +12,7 @@ import tyro
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from hybridjax.cli import run_cli
 from hybridjax.data.synthetic import SyntheticConfig, write_synthetic_dhp19  # noqa: E402
 
 
@@ -42,6 +43,4 @@ def main(args: MakeSyntheticArgs) -> dict:
 
 
 if __name__ == "__main__":
-    from hybridjax.cli import run_cli
-
     run_cli(lambda: main(tyro.cli(MakeSyntheticArgs)))

@@ -21,6 +21,13 @@ import jax
 import numpy as np
 import tyro
 
+from hybridjax.cli import run_cli
+from hybridjax.data.dhp19 import load_projection_matrices, project_joints
+from hybridjax.models import ModelConfig, init_variables
+from hybridjax.runtime import StreamingConfig, StreamingPoseEstimator
+from hybridjax.train.config import TrainConfig
+from hybridjax.train.loop import restore_stage_state
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -44,13 +51,10 @@ class StreamArgs:
 
 def load_model(args: StreamArgs):
     """``(variables, model config, downsample, note)`` from the workdir or random weights of the preset."""
-    from hybridjax.models import ModelConfig, init_variables
 
     if args.workdir is None:
         cfg = ModelConfig.preset(args.preset)
         return init_variables("hybrid", cfg, jax.random.key(0)), cfg, 1, "random weights (no --workdir)"
-    from hybridjax.train.config import TrainConfig
-    from hybridjax.train.loop import restore_stage_state
 
     config = TrainConfig.from_json((args.workdir / "config.json").read_text())
     config = dataclasses.replace(config, workdir=args.workdir)
@@ -61,7 +65,6 @@ def load_model(args: StreamArgs):
 
 def read_recording(args: StreamArgs):
     """0-based events ``(x, y, p, t)`` of the camera and labels ``[N, J, 2]`` (crop pixels, NaN masked) or None."""
-    from hybridjax.data.dhp19 import load_projection_matrices, project_joints
 
     with h5py.File(args.recording, "r") as file:
         group = f"cam{args.camera}_events"
@@ -80,8 +83,6 @@ def read_recording(args: StreamArgs):
 
 
 def main(args: StreamArgs) -> dict:
-    from hybridjax.runtime import StreamingConfig, StreamingPoseEstimator
-
     variables, cfg, downsample, note = load_model(args)
     (x, y, p, t), labels = read_recording(args)
     if args.max_ms is not None:
@@ -124,6 +125,4 @@ def main(args: StreamArgs) -> dict:
 
 
 if __name__ == "__main__":
-    from hybridjax.cli import run_cli
-
     run_cli(lambda: main(tyro.cli(StreamArgs)))

@@ -23,9 +23,13 @@ import pathlib
 import shutil
 import time
 
-from hybridjax.eval.ablation import VARIANTS
+from hybridjax.eval import plots
+from hybridjax.eval.ablation import VARIANTS, ablation_markdown, evaluate_ablation, variant_predictor
+from hybridjax.eval.report import to_json_ready
 from hybridjax.models import ModelConfig
+from hybridjax.train import data as data_lib
 from hybridjax.train.config import DataConfig, StageConfig, TrainConfig
+from hybridjax.train.loop import restore_stage_state, train
 
 # Variant -> (folder, ModelConfig.hybrid_variant, hybrid_from_snn); the pure SNN (A) is base's snn stage.
 HYBRID_RUNS = {
@@ -126,7 +130,6 @@ def _link_shared_stages(workdir: pathlib.Path) -> None:
 
 def train_variants(config: AblationConfig, log=print) -> dict[str, dict]:
     """Trains the shared stages and every variant's hybrid (resuming); ``{variant: stage summary}``."""
-    from hybridjax.train.loop import train
 
     _reuse_stages(config, log)
     summaries = {}
@@ -148,9 +151,6 @@ def train_variants(config: AblationConfig, log=print) -> dict[str, dict]:
 
 def evaluate_variants(config: AblationConfig, log=print) -> dict:
     """Restores every variant's best checkpoint and runs :func:`hybridjax.eval.ablation.evaluate_ablation`."""
-    from hybridjax.eval.ablation import evaluate_ablation, variant_predictor
-    from hybridjax.train import data as data_lib
-    from hybridjax.train.loop import restore_stage_state
 
     base = stage_config(config, "snn")
     downsample = base.data.downsample
@@ -171,9 +171,6 @@ def evaluate_variants(config: AblationConfig, log=print) -> dict:
 
 def run_ablation(config: AblationConfig, log=print) -> dict:
     """Trains and evaluates every variant and writes ``<workdir>/report``; returns the result dict."""
-    from hybridjax.eval import plots
-    from hybridjax.eval.ablation import ablation_markdown
-    from hybridjax.eval.report import to_json_ready
 
     started, cpu_started = time.perf_counter(), time.process_time()
     workdir = pathlib.Path(config.workdir)

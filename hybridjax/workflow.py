@@ -15,6 +15,7 @@ from typing import Literal
 from hybridjax.eval.evaluate import EvalConfig, evaluate
 from hybridjax.eval.predict import Predictors
 from hybridjax.eval.report import write_report
+from hybridjax.eval.tradeoff import TradeoffConfig, evaluate_tradeoff
 from hybridjax.train import data as data_lib
 from hybridjax.train.config import TrainConfig
 from hybridjax.train.loop import MissingCheckpointError, restore_stage_state
@@ -76,8 +77,6 @@ def run_evaluation(args: EvaluateArgs, log=print) -> dict:
     try:
         result = evaluate(predictors, dataset, eval_config)
         if args.tradeoff:
-            from hybridjax.eval.tradeoff import TradeoffConfig, evaluate_tradeoff
-
             sweep = TradeoffConfig(max_windows=args.tradeoff_max_items or args.max_items or None,
                                    batch_size=args.batch_size, downsample=config.data.downsample,
                                    camera=eval_config.main_camera)

@@ -40,7 +40,10 @@ import jax
 import jax.numpy as jnp
 
 from hybridjax.bench.harness import conv_ceiling, device_description, device_memory_stats, matmul_ceiling
+from hybridjax.bench.streaming import streaming_latency
+from hybridjax.bench.training import benchmark_train_step
 from hybridjax.models import ModelConfig
+from hybridjax.runtime import StreamingConfig
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -117,7 +120,6 @@ SUITES: dict[str, Suite] = {
 def training_record(case: TrainingCase) -> dict:
     """Measures one case in this process: the :class:`~hybridjax.bench.training.StepBenchmark` record plus the
     device allocator's statistics after it ran."""
-    from hybridjax.bench.training import benchmark_train_step
 
     model = case.model()
     bench = benchmark_train_step("hybrid", model, resolution=case.resolution, batch_size=case.batch_size,
@@ -167,8 +169,6 @@ def _with_ceiling_fractions(record: dict, ceilings: dict) -> dict:
 
 def streaming_record(case: StreamingCase) -> dict:
     """One batch-1 streaming replay (:func:`hybridjax.bench.streaming.streaming_latency`, one step per call)."""
-    from hybridjax.bench.streaming import streaming_latency
-    from hybridjax.runtime import StreamingConfig
 
     stats = streaming_latency(ModelConfig.preset(case.preset), resolution=case.resolution,
                               duration_ms=case.duration_ms, downsample=case.downsample,

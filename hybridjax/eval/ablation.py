@@ -23,7 +23,11 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from hybridjax.data.batch import pool_pixels
+from hybridjax.eval.evaluate import _select_items
 from hybridjax.eval.statistics import WindowErrors, format_interval, paired_difference_ci
+from hybridjax.metrics import predicted_landmarks
+from hybridjax.models import HybridModel, SNNModel
 
 VARIANTS = ("snn", "output_init", "state_init", "full", "scratch")  # report order: A, B, C, D, scratch
 REFERENCE = "full"  # the variant the others are compared with, window by window (paired intervals)
@@ -49,8 +53,6 @@ Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (ann_input [B,H,W,
 def variant_predictor(kind: str, config, variables, downsample: int = 1) -> Predictor:
     """A jitted predict function: ``kind`` "hybrid" (``HybridModel(config)``, its variant from the config) or
     "snn" (``SNNModel(config)``, the ANN input ignored); landmarks in full-resolution pixels."""
-    from hybridjax.metrics import predicted_landmarks
-    from hybridjax.models import HybridModel, SNNModel
 
     if kind == "hybrid":
         model = HybridModel(config)
@@ -74,8 +76,6 @@ def evaluate_ablation(predictors: dict[str, Predictor], dataset, *, period_ms: f
     entries add ``time_ms``, the end of the step after the initialisation; ``minus_full``: the paired
     differences to D of the first three, when D is among the variants).
     """
-    from hybridjax.data.batch import pool_pixels
-    from hybridjax.eval.evaluate import _select_items
 
     if not predictors:
         raise ValueError("evaluate_ablation: no variant to evaluate")

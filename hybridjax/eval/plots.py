@@ -14,6 +14,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
+from hybridjax.eval.ablation import PAPER_ABLATION, VARIANT_LABELS
+from hybridjax.eval.tradeoff import MODEL_NAMES, PAPER_POINTS, fmt_rate
+
 # DHP19 joints: head, shoulderR, shoulderL, elbowR, elbowL, hipR, hipL, handR, handL, kneeR, kneeL, footR, footL.
 BONES = (
     (0, 1), (0, 2), (1, 2),  # head and shoulders
@@ -198,7 +201,6 @@ def plot_power_vs_mpjpe(tradeoff: dict, path) -> pathlib.Path:
     One curve per model (the hybrid: one per output rate), every point labelled with its rates and drawn
     with its 95% interval; the paper's DHP19 points as black stars, labelled as the paper's.
     """
-    from hybridjax.eval.tradeoff import MODEL_NAMES, PAPER_POINTS, fmt_rate
 
     fig = _figure(8, 5.5)
     ax = fig.add_subplot(1, 1, 1)
@@ -247,7 +249,6 @@ def plot_ablation(ablation: dict, path) -> pathlib.Path:
     Left: ours (per-step mean with its 95% interval band). Right: the paper's DHP19 numbers (SPEC section 5),
     which give only the first and the tenth step of each curve (joined by a straight dashed line).
     """
-    from hybridjax.eval.ablation import PAPER_ABLATION, VARIANT_LABELS
 
     fig = _figure(12, 4.5)
     ours = fig.add_subplot(1, 2, 1)

@@ -12,6 +12,7 @@ import pathlib
 import numpy as np
 
 from hybridjax.eval import plots
+from hybridjax.eval.tradeoff import tradeoff_markdown
 
 # The paper's DHP19 numbers (SPEC section 5), printed beside ours.
 PAPER_REFERENCE = {
@@ -175,8 +176,6 @@ def markdown_report(result: dict, title: str = "hybridjax evaluation", images: d
     out += ["", "Paper (DHP19, camera 3): ANN 3.718 W at 100 Hz, hybrid 0.424 W (88 % less); energy per "
             "synaptic operation 0.38 pJ; see hybridjax.eval.energy for the model and the ANN per-MAC figure."]
     if r.get("tradeoff"):
-        from hybridjax.eval.tradeoff import tradeoff_markdown
-
         image = pathlib.Path(images["power_vs_mpjpe"]).name if images and "power_vs_mpjpe" in images else None
         out += [""] + tradeoff_markdown(r["tradeoff"], image)
     if images:

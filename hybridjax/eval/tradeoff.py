@@ -36,9 +36,14 @@ import time
 import jax
 import numpy as np
 
+from hybridjax.data.batch import pool_pixels
 from hybridjax.eval import energy as energy_model
 from hybridjax.eval import firing
+from hybridjax.eval.evaluate import _select_items
+from hybridjax.eval.macs import hybrid_macs
 from hybridjax.eval.statistics import WindowErrors, format_interval
+from hybridjax.metrics import predicted_landmarks
+from hybridjax.models import ANNUNet, HybridModel
 
 PERIODS_MS = (20, 50, 100, 200)  # ANN re-initialisation periods swept (ms)
 OUTPUT_RATES_HZ = (100.0, 200.0, 1000.0)  # SNN output rates swept (Hz)
@@ -150,11 +155,6 @@ def evaluate_tradeoff(model_variables, config, dataset, tc: TradeoffConfig | Non
     ``power_w``, ``skipped``). ``ann_inputs_fn(recording, camera, ms list) -> [L, H, W, 20]`` replaces the
     dataset's ``ann_input_at`` (tests).
     """
-    from hybridjax.data.batch import pool_pixels
-    from hybridjax.eval.evaluate import _select_items
-    from hybridjax.eval.macs import hybrid_macs
-    from hybridjax.metrics import predicted_landmarks
-    from hybridjax.models import ANNUNet, HybridModel
 
     tc = tc or TradeoffConfig()
     preset = energy_model.preset(tc.energy_preset)

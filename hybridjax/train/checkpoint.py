@@ -26,6 +26,7 @@ import shutil
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as preservation
 
 from hybridjax.errors import ConfigError, UserError
@@ -184,7 +185,6 @@ class StageCheckpointer:
                 # Written last: a checkpoint without it did not finish saving and is never restored.
                 (folder / INTEGRITY_FILE).write_text(json.dumps(hashes))
             if jax.process_count() > 1:  # no process reads the checkpoint before its files are complete
-                from jax.experimental import multihost_utils
 
                 multihost_utils.sync_global_devices(f"hybridjax checkpoint {self.directory} {step}")
         except OSError as err:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
+import h5py
 import numpy as np
 
 from ..errors import DataError
@@ -109,7 +110,6 @@ def records_from_events_h5(events_h5, offset_us: int) -> tuple[np.ndarray, np.nd
     """``(address, timestamp)`` polarity records of an official-layout ``*_events.h5`` (the inverse of the
     conversion, for tests and synthetic raw recordings): the four cameras merged by time (ties in camera
     order), ``x_raw = 346 - x``, ``y_raw = 260 - y``, ``timestamp = t + offset_us``."""
-    import h5py
 
     addresses, times = [], []
     with h5py.File(events_h5, "r") as file:
