@@ -146,14 +146,13 @@ def _periods_back(x: np.ndarray, segments: int) -> np.ndarray:
 
 
 def evaluate_tradeoff(model_variables, config, dataset, tc: TradeoffConfig | None = None, *,
-                      ann_inputs_fn=None, log=None) -> dict:
+                      log=None) -> dict:
     """Runs the sweep on ``dataset`` (a :class:`~hybridjax.eval.protocol.WindowDataset`).
 
     ``model_variables``: ``HybridModel(config)`` variables; ``config``: its ModelConfig, trained at
     ``config.step_ms`` (the dataset's bins must have that length). Returns a JSON-ready dict (``setup``,
     ``points``: one entry per model and point with ``mpjpe {mean, ci_low, ci_high, windows}`` and
-    ``power_w``, ``skipped``). ``ann_inputs_fn(recording, camera, ms list) -> [L, H, W, 20]`` replaces the
-    dataset's ``ann_input_at`` (tests).
+    ``power_w``, ``skipped``).
     """
 
     tc = tc or TradeoffConfig()
@@ -175,8 +174,10 @@ def evaluate_tradeoff(model_variables, config, dataset, tc: TradeoffConfig | Non
     camera = tc.camera if tc.camera in cameras else cameras[0]
     index = dataset.index()
     indices = [i for i in _select_items(dataset, tc.max_windows) if index[i][0] == camera]
-    ann_inputs_fn = ann_inputs_fn or (lambda recording, cam, ms_list: np.stack(
-        [dataset.ann_input_at(recording, cam, int(ms)) for ms in ms_list]))
+
+    def ann_inputs(recording, cam, ms_list):
+        return np.stack([dataset.ann_input_at(recording, cam, int(ms)) for ms in ms_list])
+
     label_steps = np.flatnonzero(np.asarray(first["step_has_label"], bool))
     f = tc.downsample
     height, width = first["events"].shape[1] // f, first["events"].shape[2] // f
@@ -185,7 +186,7 @@ def evaluate_tradeoff(model_variables, config, dataset, tc: TradeoffConfig | Non
     runners = {}
     for point in points:
         model = HybridModel(dataclasses.replace(config, step_ms=point.step_ms))
-        runners[point] = jax.jit(lambda v, a, e, model=model: _hybrid_run(model, v, a, e, f, predicted_landmarks))
+        runners[point] = jax.jit(lambda v, a, e, model=model: _hybrid_run(model, v, a, e, f))
     ann = ANNUNet(config)
     run_ann = jax.jit(lambda v, a: predicted_landmarks(ann.apply(v, a), f))
     ann_variables = {"params": {"ann": model_variables["params"]["ann"]}}
@@ -209,7 +210,7 @@ def evaluate_tradeoff(model_variables, config, dataset, tc: TradeoffConfig | Non
             segments = int(round(window_ms / point.period_ms))
             if point.period_ms not in frames:
                 times = [[int(it["window_start_ms"]) + j * point.period_ms for j in range(segments)] for it in items]
-                per_item = np.stack([ann_inputs_fn(it["recording"], it["camera"], ms) for it, ms in zip(items, times)])
+                per_item = np.stack([ann_inputs(it["recording"], it["camera"], ms) for it, ms in zip(items, times)])
                 pooled = pool_pixels(np.swapaxes(per_item, 0, 1), f)  # [S, B, h, w, 20]
                 frames[point.period_ms] = pooled.reshape((-1,) + pooled.shape[2:])
             run_events = _periods_as_batch(rebin_events(events, point.factor), segments)  # [n, S * B, h, w, 2]
@@ -225,7 +226,7 @@ def evaluate_tradeoff(model_variables, config, dataset, tc: TradeoffConfig | Non
                 held_uv = np.repeat(held, num_steps // segments, axis=0)  # [T, B, J, 2]
                 for b in range(real):
                     errors["ann_held", point.period_ms].add(np.where(unlabelled, np.nan, held_uv[:, b]), truth[b])
-        every_label = [ann_inputs_fn(it["recording"], it["camera"], dataset.label_times_ms(int(it["window_start_ms"])))
+        every_label = [ann_inputs(it["recording"], it["camera"], dataset.label_times_ms(int(it["window_start_ms"])))
                        for it in items]  # [L, H, W, 20] each
         every = np.full((num_steps, tc.batch_size) + truth[0].shape[1:], np.nan)
         for k, step in enumerate(label_steps):
@@ -279,7 +280,7 @@ def _real_windows(x: np.ndarray, axis: int, segments: int, real: int) -> np.ndar
     return kept.reshape(x.shape[:axis] + (segments * real,) + x.shape[axis + 1:])
 
 
-def _hybrid_run(model, variables, ann_input, events, downsample, predicted_landmarks):
+def _hybrid_run(model, variables, ann_input, events, downsample):
     out = model.apply(variables, ann_input, events, train=False)
     return {"hybrid": predicted_landmarks(out.heatmaps, downsample),
             "ann": predicted_landmarks(out.ann_heatmap, downsample), "spikes": out.spike_counts}
