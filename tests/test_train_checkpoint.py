@@ -164,6 +164,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shared_dir, tm
 
 
 def test_pretrain_at_10ms_then_fine_tune_starts_from_the_pretrained_weights(shared_dir, tmp_path):
+    from hybridjax.models.step_conversion import convert_step_length
     from hybridjax.train.loop import warm_start_state
 
     step = StageConfig(learning_rate=1e-3, batch_size=2, num_steps=2, eval_every=0, checkpoint_every=2)
@@ -181,9 +182,14 @@ def test_pretrain_at_10ms_then_fine_tune_starts_from_the_pretrained_weights(shar
     assert StageCheckpointer(tmp_path / "snn" / "checkpoints").all_steps() == [1]
     assert any("fine-tuning at 5 ms steps" in m for m in messages)
     pretrained, _ = restore_stage_state(pre, "snn", "latest")
-    started = warm_start_state(fine, "snn", 1, log=lambda *_: None)
+    logged = []
+    started = warm_start_state(fine, "snn", 1, log=logged.append)
     assert int(started.step) == 0 and started.model.config.step_ms == 5.0
-    assert_trees_equal(started.params, pretrained.params)
+    # the pre-trained weights, moved from 10 ms to 5 ms steps (hybridjax.models.step_conversion)
+    converted = convert_step_length(pretrained.params["snn"], fine.model, 10.0, 5.0, pure_snn=True)
+    assert_trees_equal(started.params, {"snn": converted})
+    assert converted["down1"]["conv"]["kernel"] is not pretrained.params["snn"]["down1"]["conv"]["kernel"]
+    assert any("trained at 10 ms; spike gain 2, head gain 1" in m for m in messages + logged)
     assert_trees_equal(started.batch_stats, pretrained.batch_stats)
     assert TrainConfig.from_json(cfg.to_json()) == cfg
 

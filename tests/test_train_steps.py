@@ -131,3 +131,37 @@ def test_ann_augmentation_moves_frames_and_landmarks_together():
         mirrored += as_mirror and not as_is
         assert np.isnan(la[b]).any() == (len(valid) < 13)
     assert 0 < mirrored < frames
+
+
+@pytest.mark.parametrize("stage", ["snn", "hybrid"])
+def test_frozen_batch_norm_trains_with_the_running_statistics_and_keeps_them(shared_dir, stage):
+    config = fixture_config(shared_dir)
+    config = dataclasses.replace(config, **{stage: dataclasses.replace(config.stage_config(stage),
+                                                                        freeze_batch_norm=True)})
+    state = fresh_state(config, stage)
+    assert state.settings.freeze_batch_norm
+    batch = first_batch(config, stage)
+    inputs = (batch["events"],) if stage == "snn" else (batch["ann_input"], batch["events"])
+    # running variances of 0.01: eval-mode BatchNorm (10x the currents of unit variance) differs from train
+    # mode, and every layer fires, so that every parameter gets a gradient
+    stats = jax.tree_util.tree_map_with_path(
+        lambda path, s: s * 0.01 if jax.tree_util.keystr(path).endswith("['var']") else s, state.batch_stats)
+    state = state.replace(batch_stats=stats)
+    before = jax.device_get(state.arrays())
+    new_state, metrics = jax.jit(stage_record(stage).train_step)(state, batch, jax.random.PRNGKey(0))
+    assert not any(leaves_differ(before["batch_stats"], new_state.batch_stats))
+    assert all(leaves_differ(before["params"], new_state.params))
+    # the loss is the eval-mode model's loss (what evaluation will see), not the train-mode one
+    f = DOWNSAMPLE
+    events, mask = batch["events"], batch["step_has_label"]
+    targets = steps.heatmap_targets(batch["landmarks"], events.shape[2], events.shape[3], f)
+    heat = state.model.apply(state.variables(), *inputs, train=False).heatmaps
+    expected = losses.sequence_loss(heat, targets, mask)
+    if stage == "hybrid":
+        expected = config.output_loss_weight * expected
+        np.testing.assert_allclose(float(metrics["out_loss"]), float(losses.sequence_loss(heat, targets, mask)),
+                                   rtol=1e-5)
+    else:
+        np.testing.assert_allclose(float(metrics["loss"]), float(expected), rtol=1e-5)
+    train_mode = state.model.apply(state.variables(), *inputs, train=True, mutable=["batch_stats"])[0].heatmaps
+    assert not np.allclose(np.asarray(train_mode), np.asarray(heat), atol=1e-4)

@@ -33,10 +33,11 @@ from tqdm.auto import tqdm
 from hybridjax.data.batch import shard_for_devices
 from hybridjax.data.loader import BatchLoader, spread_indices
 from hybridjax.errors import ConfigError, Interrupted, UserError
+from hybridjax.models.step_conversion import convert_step_length, step_gains
 from hybridjax.train import data as data_lib
 from hybridjax.train import distributed
 from hybridjax.train import stages as stage_lib
-from hybridjax.train.checkpoint import VAL_METRIC, MissingCheckpointError, StageCheckpointer
+from hybridjax.train.checkpoint import CONFIG_FILE, VAL_METRIC, MissingCheckpointError, StageCheckpointer
 from hybridjax.train.config import ResumeConfigError, StageConfig, TrainConfig, resume_differences
 from hybridjax.train.logging import MetricLogger
 from hybridjax.train.stages import Stage
@@ -75,6 +76,7 @@ def fresh_state(config: TrainConfig, stage: str, num_devices: int = 1) -> TrainS
         downsample=config.data.downsample, output_loss_weight=config.output_loss_weight,
         membrane_loss_weight=config.membrane_loss_weight, axis_name="batch" if num_devices > 1 else None,
         ann_augment_shift=config.ann_augment_shift if stage == "ann" else None,
+        freeze_batch_norm=sc.freeze_batch_norm and stage != "ann",
     )
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), record.seed_index)
     height, width = input_hw(config)
@@ -133,9 +135,25 @@ def warm_start_state(config: TrainConfig, stage: str, num_devices: int, log=prin
     source = dataclasses.replace(config, workdir=config.warm_start_dir)
     trained, step = restore_stage_state(source, stage, "best", log=log)
     state = fresh_state(config, stage, num_devices)
-    log(f"{stage}: fine-tuning at {config.model.step_ms:g} ms steps from {stage_dir(source, stage)} step {step}")
-    return TrainState.create(model=state.model, tx=state.tx, settings=state.settings, params=trained.params,
+    from_ms, to_ms = trained_step_ms(source, stage, step), config.model.step_ms
+    params = dict(trained.params)
+    params["snn"] = convert_step_length(params["snn"], config.model, from_ms, to_ms, pure_snn=stage == "snn")
+    spike_gain, head_gain = step_gains(config.model, from_ms, to_ms, pure_snn=stage == "snn")
+    log(f"{stage}: fine-tuning at {to_ms:g} ms steps from {stage_dir(source, stage)} step {step} (trained at "
+        f"{from_ms:g} ms; spike gain {spike_gain:.4g}, head gain {head_gain:.4g}, hybridjax.models.step_conversion)")
+    return TrainState.create(model=state.model, tx=state.tx, settings=state.settings, params=params,
                              frozen_params=trained.frozen_params, batch_stats=trained.batch_stats)
+
+
+def trained_step_ms(config: TrainConfig, stage: str, step: int) -> float:
+    """The SNN step length checkpoint ``step`` of ``stage`` was trained at (its stored configuration; the
+    stage folder's config.json for checkpoints written without one)."""
+    folder = stage_dir(config, stage)
+    for path in (folder / "checkpoints" / str(step) / CONFIG_FILE, folder / "config.json"):
+        if path.is_file():
+            return float(json.loads(path.read_text())["model"]["step_ms"])
+    raise MissingCheckpointError(f"{folder / 'checkpoints' / str(step)}: no stored configuration, so the SNN step "
+                                 "length it was trained at is unknown")
 
 
 def _restore_best(config: TrainConfig, stage: str, log=print) -> tuple[TrainState, int]:

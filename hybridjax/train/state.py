@@ -37,6 +37,9 @@ class StepSettings:
     # ANN stage: random mirror (left/right joints swapped) and shifts of up to this many pooled pixels per frame
     # (hybridjax.train.augment); None = no augmentation (official)
     ann_augment_shift: int | None = None
+    # SNN / hybrid: BatchNorm normalises with its running statistics and keeps them while the weights train
+    # (StageConfig.freeze_batch_norm)
+    freeze_batch_norm: bool = False
 
     def __post_init__(self):
         if self.downsample < 1:

@@ -130,6 +130,16 @@ def _finish(state: TrainState, grads, new_batch_stats, loss_terms: dict, error_s
 # --------------------------------------------------------------------------- training steps
 
 
+def _apply_training(state: TrainState, model, variables: dict, *inputs, **kwargs):
+    """``(output, new batch_stats)`` of the model in a training step: BatchNorm in train mode (per-step batch
+    statistics, running averages updated), or with ``settings.freeze_batch_norm`` in eval mode (the running
+    statistics normalise and are kept; gradients still reach the BatchNorm scales and biases)."""
+    if state.settings.freeze_batch_norm:
+        return model.apply(variables, *inputs, train=False, **kwargs), variables["batch_stats"]
+    out, updated = model.apply(variables, *inputs, train=True, mutable=["batch_stats"], **kwargs)
+    return out, updated["batch_stats"]
+
+
 def ann_train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
     """One Adam step of the ANN on frames: ``batch['ann_input']`` [B,H,W,20], ``['ann_landmarks']`` [B,J,2]."""
     f = state.settings.downsample
@@ -155,10 +165,8 @@ def snn_train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[Tra
     targets = heatmap_targets(batch["landmarks"], events.shape[2], events.shape[3], f)
 
     def loss_fn(params):
-        out, updated = step_model(state).apply(
-            state.variables(params), events, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
-        )
-        return losses.sequence_loss(out.heatmaps, targets, mask), (out, updated["batch_stats"])
+        out, batch_stats = _apply_training(state, step_model(state), state.variables(params), events)
+        return losses.sequence_loss(out.heatmaps, targets, mask), (out, batch_stats)
 
     (loss, (out, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     error_sum, count = error_sum_and_count(
@@ -182,27 +190,20 @@ def hybrid_train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[
 
     def loss_fn(params):
         variables = state.variables(params)
-        out, updated = model.apply(
-            variables, batch["ann_input"], events, train=True, mutable=["batch_stats"],
-            rngs={"dropout": rng},
-        )
+        out, batch_stats = _apply_training(state, model, variables, batch["ann_input"], events)
         if not model.config.initialises_state:
             # output_init (ablation B): no state initialisers, hence no L_mp; the loss is the output term.
             out_loss = losses.sequence_loss(out.heatmaps, targets, mask)
-            return settings.output_loss_weight * out_loss, (out, updated["batch_stats"], out_loss,
-                                                            jnp.zeros_like(out_loss))
+            return settings.output_loss_weight * out_loss, (out, batch_stats, out_loss, jnp.zeros_like(out_loss))
         # The L_mp target: initial membranes from the next window's ANN input, in train mode (the
         # initialisers' BatchNorms see that batch too), gradient kept (official: not detached).
-        variables_next = dict(variables, batch_stats=updated["batch_stats"])
-        v_next, updated = model.apply(
-            variables_next, batch["ann_input_next"], train=True, method="initial_states",
-            mutable=["batch_stats"],
-        )
+        v_next, batch_stats = _apply_training(state, model, dict(variables, batch_stats=batch_stats),
+                                              batch["ann_input_next"], method="initial_states")
         loss, parts = losses.hybrid_loss(
             out.heatmaps, targets, v_next, out.v_last, mask,
             out_weight=settings.output_loss_weight, mp_weight=settings.membrane_loss_weight,
         )
-        return loss, (out, updated["batch_stats"], parts["out_loss"], parts["mp_loss"])
+        return loss, (out, batch_stats, parts["out_loss"], parts["mp_loss"])
 
     (loss, (out, batch_stats, out_loss, mp_loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params
