@@ -473,14 +473,31 @@ def synthetic_batch(resolution: int, batch_size: int, num_steps: int, *, num_joi
 # --------------------------------------------------------------------------- timing
 
 
-def _warm_timed_step(resolution: int, batch_size: int, num_steps: int, threads: int | None, seed: int):
-    """Builds the float32 model, optimiser and a synthetic batch, runs one warm-up step (allocator, oneDNN
-    primitives, Adam state) and returns ``timed_step() -> (wall_s, cpu_s, loss)`` for that model and batch."""
+def check_step_shape(resolution: int, batch_size: int, num_steps: int) -> None:
+    """``ValueError`` unless the resolution fits the ANN's five poolings and batch and steps are positive."""
     if resolution <= 0 or resolution % RESOLUTION_MULTIPLE:
         raise ValueError(f"resolution {resolution} is not a positive multiple of {RESOLUTION_MULTIPLE} "
                          "(the ANN U-Net pools five times)")
     if batch_size < 1 or num_steps < 1:
         raise ValueError(f"batch_size and num_steps must be >= 1, got {batch_size}, {num_steps}")
+
+
+def timed(train_once):
+    """``timed_step() -> (wall_s, cpu_s, loss)`` around ``train_once() -> {"loss": tensor, ...}``."""
+
+    def timed_step() -> tuple[float, float, float]:
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        terms = train_once()
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        return wall, cpu, float(terms["loss"])
+
+    return timed_step
+
+
+def warm_hybrid_step(resolution: int, batch_size: int, num_steps: int, threads: int | None = None, seed: int = 0):
+    """Builds the float32 model, optimiser and a synthetic batch, runs one warm-up step (allocator, oneDNN
+    primitives, Adam state) and returns ``timed_step() -> (wall_s, cpu_s, loss)`` for that model and batch."""
+    check_step_shape(resolution, batch_size, num_steps)
     if threads is not None:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -489,14 +506,7 @@ def _warm_timed_step(resolution: int, batch_size: int, num_steps: int, threads: 
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=LEARNING_RATE)
     batch = synthetic_batch(resolution, batch_size, num_steps, seed=seed)
     hybrid_train_step(model, optimizer, batch)
-
-    def timed_step() -> tuple[float, float, float]:
-        wall0, cpu0 = time.perf_counter(), time.process_time()
-        terms = hybrid_train_step(model, optimizer, batch)
-        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        return wall, cpu, float(terms["loss"])
-
-    return timed_step
+    return timed(lambda: hybrid_train_step(model, optimizer, batch))
 
 
 def time_hybrid_step(resolution: int, batch_size: int, num_steps: int = 10, repeats: int = 5,
@@ -510,15 +520,23 @@ def time_hybrid_step(resolution: int, batch_size: int, num_steps: int = 10, repe
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    timed_step = _warm_timed_step(resolution, batch_size, num_steps, threads, seed)
+    result = time_steps(warm_hybrid_step(resolution, batch_size, num_steps, threads, seed), repeats)
+    result.update(resolution=resolution, batch_size=batch_size, num_steps=num_steps)
+    return result
+
+
+def time_steps(timed_step, repeats: int) -> dict:
+    """Calls ``timed_step() -> (wall_s, cpu_s, loss)`` ``repeats`` times: the fields of :func:`time_hybrid_step`
+    except the shape."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     walls, cpus, losses = zip(*(timed_step() for _ in range(repeats)))
     if not math.isfinite(losses[-1]):
         raise FloatingPointError(f"the timed hybrid step produced a non-finite loss {losses[-1]}")
     return {
         "median_wall_s": statistics.median(walls), "min_wall_s": min(walls), "median_cpu_s": statistics.median(cpus),
         "wall_s": list(walls), "torch_version": torch.__version__, "num_threads": torch.get_num_threads(),
-        "resolution": resolution, "batch_size": batch_size, "num_steps": num_steps, "repeats": repeats,
-        "loadavg": list(os.getloadavg()),
+        "repeats": repeats, "loadavg": list(os.getloadavg()),
     }
 
 
@@ -526,16 +544,23 @@ def serve_hybrid_steps(resolution: int, batch_size: int, num_steps: int = 10, th
                        seed: int = 0, commands=None, replies=None) -> None:
     """Keeps one model and batch alive and times one hybrid step per ``step`` command (interleaved benchmarks).
 
+    The protocol is :func:`serve_timed_steps`'s; the step is this module's (``warm_hybrid_step``).
+    """
+    serve_timed_steps(warm_hybrid_step(resolution, batch_size, num_steps, threads, seed), commands, replies)
+
+
+def serve_timed_steps(timed_step, commands=None, replies=None) -> None:
+    """Answers ``step`` commands with one call of ``timed_step() -> (wall_s, cpu_s, loss)`` each.
+
     Reads lines from ``commands`` (default stdin): ``step`` runs and times one training step and answers one JSON
-    line ``{"wall_s", "cpu_s", "loss"}`` on ``replies`` (default stdout); ``quit`` (or end of input) stops. After
-    building the model and one warm-up step it answers ``{"ready": true, "torch_version", "num_threads"}``.
+    line ``{"wall_s", "cpu_s", "loss"}`` on ``replies`` (default stdout); ``quit`` (or end of input) stops. First
+    (the model built and warmed up by the caller) it answers ``{"ready": true, "torch_version", "num_threads"}``.
     A caller that alternates these steps with its own sees both under the same machine conditions.
     """
     import sys
 
     commands = sys.stdin if commands is None else commands
     replies = sys.stdout if replies is None else replies
-    timed_step = _warm_timed_step(resolution, batch_size, num_steps, threads, seed)
 
     def reply(record):
         replies.write(json.dumps(record) + "\n")
@@ -553,8 +578,8 @@ def serve_hybrid_steps(resolution: int, batch_size: int, num_steps: int = 10, th
 
 
 __all__ = [
-    "ATanSpike", "HybridBatch", "HybridCNNSNN", "HybridOutput", "LIFNeuron", "LIF_NAMES", "INITIALISERS",
-    "gaussian_targets", "hybrid_loss", "hybrid_loss_and_grads", "hybrid_train_step", "serve_hybrid_steps",
-    "synthetic_batch",
-    "time_hybrid_step", "xavier_init_",
+    "ATanSpike", "HybridBatch", "HybridCNNSNN", "HybridOutput", "INITIALISERS", "LIFNeuron", "LIF_NAMES",
+    "check_step_shape", "gaussian_targets", "hybrid_loss", "hybrid_loss_and_grads", "hybrid_train_step",
+    "serve_hybrid_steps", "serve_timed_steps", "synthetic_batch", "time_hybrid_step", "time_steps", "timed",
+    "warm_hybrid_step", "xavier_init_",
 ]

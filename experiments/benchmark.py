@@ -7,6 +7,8 @@
     python experiments/benchmark.py --sweep-steps 10 25 50 100 --sweep-variants layer step_remat
     python experiments/benchmark.py --isolate                         # one subprocess per stage (peak RSS each)
     python experiments/benchmark.py --stages --torch-python /path/to/python-with-torch  # hybrid step vs PyTorch
+    python experiments/benchmark.py --stages --torch-python PY --torch-baseline official \
+        --official-repo /path/to/hybrid_ann_snn --torch-threads 2          # vs the official code itself
     python experiments/benchmark.py --suite gpu --output gpu_suite.json  # the whole accelerator check (~8 min)
 
 Writes a JSON file (``--output``) and prints a table. Runs unchanged on CPU, GPU and TPU (memory from XLA's
@@ -29,8 +31,9 @@ from hybridjax.bench.long_window import sweep
 from hybridjax.bench.streaming import data_throughput, streaming_latency
 from hybridjax.bench.suite import SUITES, run_suite
 from hybridjax.bench.training import benchmark_train_step
-from hybridjax.bench.versus_torch import compare_with_torch
+from hybridjax.bench.versus_torch import check_baseline, compare_with_torch
 from hybridjax.cli import run_cli
+from hybridjax.errors import ConfigError
 from hybridjax.models import ModelConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -69,6 +72,11 @@ class BenchmarkConfig:
     # re-implementation of the official one (experiments/benchmark_torch.py --serve) at the same shape
     torch_python: str | None = None
     torch_rounds: int = 10  # alternated step pairs of that comparison
+    # what PyTorch runs: "port" (benchmarks/torch_baseline.py) or "official" (the official code's
+    # Hybrid_CNN_SNN and training step, imported at run time from --official-repo; needs spikingjelly 0.0.0.0.14)
+    torch_baseline: str = "port"
+    official_repo: str | None = None  # a checkout of https://github.com/uzh-rpg/hybrid_ann_snn
+    torch_threads: int | None = None  # PyTorch intra-op threads (None: torch's default)
     output: str = "benchmark.json"  # JSON result path
     # run a fixed suite instead of the options above (hybridjax.bench.suite.SUITES): "gpu" = ceilings, the
     # paper hybrid step at 256x256 for 10 ms and 1 ms windows in float32 and bfloat16, memory, streaming;
@@ -104,6 +112,10 @@ def run(cfg: BenchmarkConfig, log=print) -> dict:
             raise SystemExit(f"--suite {cfg.suite!r}: choose one of {sorted(SUITES)}")
         return run_suite(SUITES[cfg.suite], cfg.output, log=log)
 
+    if cfg.torch_python:
+        check_baseline(cfg.torch_baseline, cfg.official_repo)  # a bad path fails now, not after the compilations
+    elif cfg.torch_baseline != "port" or cfg.official_repo is not None:
+        raise ConfigError("--torch-baseline / --official-repo choose what --torch-python runs: add --torch-python")
     result = {"config": dataclasses.asdict(cfg), "device": device_description(), "time_utc": time.strftime(
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_start": os.getloadavg()[0]}
     model = model_config(cfg)
@@ -126,9 +138,12 @@ def run(cfg: BenchmarkConfig, log=print) -> dict:
         log(_row(record, result.get("ceiling")))
     if cfg.torch_python:
         versus = compare_with_torch(model, torch_python=cfg.torch_python, resolution=cfg.resolution,
-                                    batch_size=cfg.batch_size, num_steps=cfg.num_steps, rounds=cfg.torch_rounds)
+                                    batch_size=cfg.batch_size, num_steps=cfg.num_steps, rounds=cfg.torch_rounds,
+                                    threads=cfg.torch_threads, baseline=cfg.torch_baseline,
+                                    official_repo=cfg.official_repo)
         result["versus_torch"] = versus
-        log(f"alternating {versus['rounds']} hybrid steps with PyTorch {versus['torch_version']} "
+        what = "the official code" if cfg.torch_baseline == "official" else "the port"
+        log(f"alternating {versus['rounds']} hybrid steps with {what} on PyTorch {versus['torch_version']} "
             f"({versus['torch_threads']} threads): hybridjax {versus['hybridjax']['median_wall_s']:.3f} s, "
             f"PyTorch {versus['torch']['median_wall_s']:.3f} s median -> {versus['speedup']:.2f}x "
             f"(median per-round ratio {versus['speedup_per_round']:.2f}x)")

@@ -1,6 +1,8 @@
 """Benchmark harness: FLOP counts, memory analysis, donation-carrying timing loop, long-window variants."""
 import dataclasses
+import importlib.util
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -13,6 +15,7 @@ from hybridjax.bench import compile_and_time, conv_ceiling
 from hybridjax.bench.long_window import remat_variant
 from hybridjax.bench.streaming import data_throughput, streaming_latency
 from hybridjax.bench.training import synthetic_batch
+from hybridjax.errors import ConfigError
 from hybridjax.models import ModelConfig
 from hybridjax.runtime import StreamingConfig
 
@@ -101,7 +104,8 @@ def test_data_throughput_on_the_fixture(shared_dir):
 def test_cli_help_lists_the_options():
     out = subprocess.run([sys.executable, "experiments/benchmark.py", "--help"], capture_output=True, text=True,
                          check=True).stdout
-    for option in ("--snn-mode", "--remat", "--sweep-steps", "--isolate", "--repeats", "--output"):
+    for option in ("--snn-mode", "--remat", "--sweep-steps", "--isolate", "--repeats", "--output",
+                   "--torch-baseline", "--official-repo", "--torch-threads"):
         assert option in out
 
 
@@ -179,3 +183,79 @@ def test_comparison_with_torch_names_the_interpreter_that_failed(tmp_path):
     failing.chmod(0o755)
     with pytest.raises(RuntimeError, match=r"(?s)--torch-python .*no_torch_python.*exit 1.*No module named torch"):
         TorchStepServer(str(failing), resolution=64, batch_size=2, num_steps=10)
+
+
+def _fake_official_checkout(root):
+    from hybridjax.bench.versus_torch import OFFICIAL_FILES
+
+    for name in OFFICIAL_FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("")
+    return root
+
+
+def _benchmark_script():
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "benchmark.py"
+    spec = importlib.util.spec_from_file_location("benchmark_script", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_official_baseline_settings_fail_with_one_line_naming_the_setting(tmp_path):
+    from hybridjax.bench.versus_torch import BaselineError, check_baseline
+    from hybridjax.errors import UserError
+
+    assert issubclass(BaselineError, UserError)  # run_cli prints it as one line, no traceback
+    check_baseline("port", None)
+    check_baseline("official", str(_fake_official_checkout(tmp_path / "official")))
+    with pytest.raises(BaselineError, match="--torch-baseline 'original': choose one of port, official"):
+        check_baseline("original", None)
+    with pytest.raises(BaselineError, match="--torch-baseline official needs --official-repo PATH"):
+        check_baseline("official", None)
+    with pytest.raises(BaselineError, match="--official-repo is only read with --torch-baseline official"):
+        check_baseline("port", str(tmp_path))
+    (tmp_path / "partial" / "models").mkdir(parents=True)
+    (tmp_path / "partial" / "models" / "hybrid_cnn_snn.py").write_text("")
+    with pytest.raises(BaselineError, match=r"partial: not a checkout of uzh-rpg/hybrid_ann_snn \(missing "
+                                            r"models/neurons.py, torch_utils/network_initialization.py, configs/"):
+        check_baseline("official", str(tmp_path / "partial"))
+
+
+def test_benchmark_checks_the_official_repo_before_compiling(tmp_path):
+    script = _benchmark_script()
+    cfg = script.BenchmarkConfig(stages=("hybrid",), ceiling=False, streaming=False, data=False, torch_python="python",
+                                 torch_baseline="official", official_repo=str(tmp_path / "missing"),
+                                 output=str(tmp_path / "b.json"))
+    with pytest.raises(ConfigError, match="missing: not a checkout of uzh-rpg/hybrid_ann_snn"):
+        script.run(cfg, log=lambda line: pytest.fail(f"measured before checking: {line}"))
+    without_python = dataclasses.replace(cfg, torch_python=None)
+    with pytest.raises(ConfigError, match="add --torch-python"):
+        script.run(without_python, log=lambda line: pytest.fail(f"measured before checking: {line}"))
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_server_gets_the_official_baseline_and_reports_its_own_error_in_one_line(tmp_path):
+    from hybridjax.bench.versus_torch import BaselineError, TorchStepServer
+
+    fake = tmp_path / "fake_python"
+    fake.write_text(FAKE_TORCH_SERVER)
+    fake.chmod(0o755)
+    checkout = _fake_official_checkout(tmp_path / "hybrid_ann_snn")
+    server = TorchStepServer(str(fake), resolution=64, batch_size=2, num_steps=100, threads=2, baseline="official",
+                             official_repo=str(checkout))
+    args = server.info["args"]
+    server.close()
+    assert [args[args.index(f) + 1] for f in ("--baseline", "--official-repo", "--num-steps")] == \
+        ["official", str(checkout.resolve()), "100"]
+
+    refusing = tmp_path / "refusing_python"  # a baseline that stops on a user error (run_cli: one line, exit 2)
+    refusing.write_text("#!/bin/sh\necho 'some warning' >&2\necho 'error: --official-repo X: cannot import "
+                        "the official model (No module named spikingjelly)' >&2\nexit 2\n")
+    refusing.chmod(0o755)
+    with pytest.raises(BaselineError) as error:
+        TorchStepServer(str(refusing), resolution=64, batch_size=2, num_steps=10, baseline="official",
+                        official_repo=str(checkout))
+    assert str(error.value) == (f"--torch-python {refusing}: --official-repo X: cannot import the official model "
+                                "(No module named spikingjelly)")

@@ -173,3 +173,36 @@ def test_serve_times_one_step_per_command_and_stops_on_quit():
         assert reply["wall_s"] > 0 and reply["cpu_s"] > 0 and np.isfinite(reply["loss"])
     with pytest.raises(ValueError, match="unknown command 'go'"):
         tb.serve_hybrid_steps(32, 1, num_steps=2, commands=io.StringIO("go\n"), replies=io.StringIO())
+
+
+def test_official_baseline_names_a_bad_checkout_in_one_line(tmp_path, monkeypatch):
+    import official_baseline
+
+    from hybridjax.errors import UserError
+
+    not_a_checkout = r"not_there: not a checkout of uzh-rpg/hybrid_ann_snn \(no models/hybrid_cnn_snn.py\)"
+    with pytest.raises(official_baseline.OfficialCodeError, match=not_a_checkout):
+        official_baseline.load_official(tmp_path / "not_there")
+    assert issubclass(official_baseline.OfficialCodeError, UserError)
+    # A checkout whose model cannot be imported (here: a dependency that is not installed) names the cause.
+    checkout = tmp_path / "hybrid_ann_snn"
+    (checkout / "models").mkdir(parents=True)
+    (checkout / "models" / "hybrid_cnn_snn.py").write_text("import a_dependency_that_is_not_installed\n")
+    monkeypatch.setattr(sys, "path", list(sys.path))  # load_official prepends the checkout
+    for name in [n for n in sys.modules if n == "models" or n.startswith("models.")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(official_baseline.OfficialCodeError, match="cannot import the official model .*"
+                                                                  "a_dependency_that_is_not_installed.*spikingjelly"):
+        official_baseline.load_official(checkout)
+    for name in [n for n in sys.modules if n == "models" or n.startswith("models.")]:
+        monkeypatch.delitem(sys.modules, name)  # the fake checkout's package must not outlive the test
+
+
+def test_benchmark_torch_refuses_inconsistent_baseline_settings(tmp_path, monkeypatch):
+    script = _benchmark_script()
+    for argv, message in ((["--baseline", "official"], "--baseline official needs --official-repo PATH"),
+                          (["--check-port"], "--check-port compares the official step with the port"),
+                          (["--baseline", "original"], "--baseline 'original': choose one of port, official")):
+        monkeypatch.setattr(sys, "argv", ["benchmark_torch.py", *argv, "--output", str(tmp_path / "t.json")])
+        with pytest.raises(script.ConfigError, match=message):
+            script.main()

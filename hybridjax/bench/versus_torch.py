@@ -6,6 +6,10 @@ so that the two thread pools never share a process, and both sides keep their co
 The comparison then alternates: one hybridjax step, one PyTorch step, ``rounds`` times. On a machine whose
 speed drifts (a shared VM) two separate runs minutes apart can differ by 30%; alternating exposes both to
 the same conditions, and the per-round ratio is reported next to the medians.
+
+Two baselines (``baseline``): ``"port"``, the re-implementation above, and ``"official"``, the official code
+itself (``benchmarks/official_baseline.py``: the official ``Hybrid_CNN_SNN`` imported at run time from a
+checkout of uzh-rpg/hybrid_ann_snn given as ``official_repo``, in the official training loop's step).
 """
 from __future__ import annotations
 
@@ -18,21 +22,51 @@ import time
 import jax
 
 from hybridjax.bench.training import benchmark_state, synthetic_batch
+from hybridjax.cli import USAGE_ERROR
+from hybridjax.errors import ConfigError
 from hybridjax.models import ModelConfig
 from hybridjax.train.stages import stage
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+BASELINES = ("port", "official")  # benchmarks/torch_baseline.py, or the official code (benchmarks/official_baseline.py)
+# Files of an official checkout that the official baseline (benchmarks/official_baseline.py) reads.
+OFFICIAL_FILES = ("models/hybrid_cnn_snn.py", "models/neurons.py", "torch_utils/network_initialization.py",
+                  "configs/hybrid_cnn_snn_config.ini")
+
+
+class BaselineError(ConfigError, RuntimeError):
+    """The PyTorch baseline cannot start with these settings (the message names the setting or the interpreter)."""
+
+
+def check_baseline(baseline: str, official_repo: str | None) -> None:
+    """:class:`BaselineError` for an unknown baseline, or an official baseline without a usable checkout."""
+    if baseline not in BASELINES:
+        raise BaselineError(f"--torch-baseline {baseline!r}: choose one of {', '.join(BASELINES)}")
+    if baseline != "official":
+        if official_repo is not None:
+            raise BaselineError("--official-repo is only read with --torch-baseline official")
+        return
+    if official_repo is None:
+        raise BaselineError("--torch-baseline official needs --official-repo PATH (a checkout of "
+                            "https://github.com/uzh-rpg/hybrid_ann_snn)")
+    missing = [name for name in OFFICIAL_FILES if not (pathlib.Path(official_repo) / name).is_file()]
+    if missing:
+        raise BaselineError(f"--official-repo {official_repo}: not a checkout of uzh-rpg/hybrid_ann_snn "
+                            f"(missing {', '.join(missing)})")
 
 
 class TorchStepServer:
-    """A PyTorch baseline process that times one hybrid step per request (see ``serve_hybrid_steps``)."""
+    """A PyTorch baseline process that times one hybrid step per request (see ``serve_timed_steps``)."""
 
     def __init__(self, python: str, *, resolution: int, batch_size: int, num_steps: int,
-                 threads: int | None = None):
+                 threads: int | None = None, baseline: str = "port", official_repo: str | None = None):
+        check_baseline(baseline, official_repo)
         args = [python, str(REPO / "experiments" / "benchmark_torch.py"), "--serve", "--resolution", str(resolution),
-                "--batch-size", str(batch_size), "--num-steps", str(num_steps)]
+                "--batch-size", str(batch_size), "--num-steps", str(num_steps), "--baseline", baseline]
         if threads is not None:
             args += ["--threads", str(threads)]
+        if official_repo is not None:
+            args += ["--official-repo", str(pathlib.Path(official_repo).resolve())]
         self.python = python
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True)
@@ -42,9 +76,13 @@ class TorchStepServer:
         line = self.process.stdout.readline()
         if not line:
             self.process.wait()
+            errors = self.process.stderr.read()
+            if self.process.returncode == USAGE_ERROR:  # the baseline's own one-line "error: ..." (run_cli)
+                message = errors.strip().splitlines()[-1].removeprefix("error: ") if errors.strip() else "exit 2"
+                raise BaselineError(f"--torch-python {self.python}: {message}")
             raise RuntimeError(f"--torch-python {self.python}: the PyTorch baseline exited "
                                f"(exit {self.process.returncode}); does that interpreter have torch and hybridjax "
-                               f"installed?\n{self.process.stderr.read()[-2000:]}")
+                               f"installed?\n{errors[-2000:]}")
         return json.loads(line)
 
     def step(self) -> dict:
@@ -60,14 +98,17 @@ class TorchStepServer:
 
 
 def compare_with_torch(cfg: ModelConfig, *, torch_python: str, resolution: int, batch_size: int,
-                       num_steps: int, rounds: int = 10, threads: int | None = None) -> dict:
+                       num_steps: int, rounds: int = 10, threads: int | None = None, baseline: str = "port",
+                       official_repo: str | None = None) -> dict:
     """Alternates ``rounds`` hybrid training steps of hybridjax and of the PyTorch baseline at the same shape.
 
     Returns per-side ``{"median_wall_s", "min_wall_s", "median_cpu_s", "wall_s"}``, ``speedup`` (PyTorch median
-    / hybridjax median), ``speedup_per_round`` (median of the rounds' ratios) and the PyTorch version/threads.
+    / hybridjax median), ``speedup_per_round`` (median of the rounds' ratios), the baseline and the PyTorch
+    version/threads.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
+    check_baseline(baseline, official_repo)  # before the compilation, which takes minutes for long windows
     state = benchmark_state("hybrid", cfg, resolution=resolution)
     batch = synthetic_batch("hybrid", cfg, resolution=resolution, batch_size=batch_size, num_steps=num_steps)
     rng = jax.random.key(1)
@@ -75,7 +116,7 @@ def compare_with_torch(cfg: ModelConfig, *, torch_python: str, resolution: int, 
     state, metrics = step(state, batch, rng)  # compile + warm-up
     jax.block_until_ready(metrics)
     server = TorchStepServer(torch_python, resolution=resolution, batch_size=batch_size, num_steps=num_steps,
-                             threads=threads)
+                             threads=threads, baseline=baseline, official_repo=official_repo)
     ours, theirs = {"wall_s": [], "cpu_s": []}, {"wall_s": [], "cpu_s": []}
     try:
         for _ in range(rounds):
@@ -94,7 +135,7 @@ def compare_with_torch(cfg: ModelConfig, *, torch_python: str, resolution: int, 
         return {"median_wall_s": statistics.median(side["wall_s"]), "min_wall_s": min(side["wall_s"]),
                 "median_cpu_s": statistics.median(side["cpu_s"]), **side}
 
-    result = {"hybridjax": summary(ours), "torch": summary(theirs), "rounds": rounds,
+    result = {"hybridjax": summary(ours), "torch": summary(theirs), "rounds": rounds, "baseline": baseline,
               "torch_version": server.info["torch_version"], "torch_threads": server.info["num_threads"],
               "resolution": resolution, "batch_size": batch_size, "num_steps": num_steps}
     result["speedup"] = result["torch"]["median_wall_s"] / result["hybridjax"]["median_wall_s"]
@@ -102,4 +143,4 @@ def compare_with_torch(cfg: ModelConfig, *, torch_python: str, resolution: int, 
     return result
 
 
-__all__ = ["TorchStepServer", "compare_with_torch"]
+__all__ = ["BASELINES", "BaselineError", "TorchStepServer", "check_baseline", "compare_with_torch"]
