@@ -1,8 +1,6 @@
 """Benchmark harness: FLOP counts, memory analysis, donation-carrying timing loop, long-window variants."""
 import dataclasses
-import importlib.util
 import json
-import pathlib
 import subprocess
 import sys
 
@@ -194,15 +192,6 @@ def _fake_official_checkout(root):
     return root
 
 
-def _benchmark_script():
-    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "benchmark.py"
-    spec = importlib.util.spec_from_file_location("benchmark_script", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_official_baseline_settings_fail_with_one_line_naming_the_setting(tmp_path):
     from hybridjax.bench.versus_torch import BaselineError, check_baseline
     from hybridjax.errors import UserError
@@ -223,8 +212,8 @@ def test_official_baseline_settings_fail_with_one_line_naming_the_setting(tmp_pa
         check_baseline("official", str(tmp_path / "partial"))
 
 
-def test_benchmark_checks_the_official_repo_before_compiling(tmp_path):
-    script = _benchmark_script()
+def test_benchmark_checks_the_official_repo_before_compiling(tmp_path, experiment_script):
+    script = experiment_script("benchmark")
     cfg = script.BenchmarkConfig(stages=("hybrid",), ceiling=False, streaming=False, data=False, torch_python="python",
                                  torch_baseline="official", official_repo=str(tmp_path / "missing"),
                                  output=str(tmp_path / "b.json"))

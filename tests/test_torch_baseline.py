@@ -131,17 +131,8 @@ def test_train_step_updates_only_the_trainable_parameters():
     assert int(after["up3_snn.norm_layer.num_batches_tracked"]) == 2
 
 
-def _benchmark_script():
-    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "benchmark_torch.py"
-    spec = importlib.util.spec_from_file_location("benchmark_torch", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_time_hybrid_step_reports_the_documented_fields(tmp_path):
-    script = _benchmark_script()
+def test_time_hybrid_step_reports_the_documented_fields(tmp_path, experiment_script):
+    script = experiment_script("benchmark_torch")
     threads = torch.get_num_threads()
     cfg = script.TorchBenchmarkConfig(resolution=32, batch_size=1, num_steps=2, repeats=1,
                                       output=str(tmp_path / "torch.json"))
@@ -198,8 +189,8 @@ def test_official_baseline_names_a_bad_checkout_in_one_line(tmp_path, monkeypatc
         monkeypatch.delitem(sys.modules, name)  # the fake checkout's package must not outlive the test
 
 
-def test_benchmark_torch_refuses_inconsistent_baseline_settings(tmp_path, monkeypatch):
-    script = _benchmark_script()
+def test_benchmark_torch_refuses_inconsistent_baseline_settings(tmp_path, monkeypatch, experiment_script):
+    script = experiment_script("benchmark_torch")
     for argv, message in ((["--baseline", "official"], "--baseline official needs --official-repo PATH"),
                           (["--check-port"], "--check-port compares the official step with the port"),
                           (["--baseline", "original"], "--baseline 'original': choose one of port, official")):
