@@ -295,20 +295,23 @@ def tiny_preset() -> TrainConfig:
     recordings into the cache on first use, trains on camera channels 2 and 3 pooled to 64 x 64 and writes the
     evaluation report into runs/tiny/report.
     Recipe: the ANN on one constant-count frame per 100 Hz label; the pure SNN and the hybrid pre-trained at
-    10 ms steps (<workdir>/pretrain), then both fine-tuned at 1 ms steps over 100 ms windows (100 scanned
-    steps, labels at 100 Hz) with the same physical time constants.
-    Hardware and time: 2 CPU cores; 11 min 35 s measured from a fresh clone with an empty cache on a quiet
-    machine, install and data generation included (1044 CPU-s; 46 min 48 s at load 9-22 from other jobs).
+    10 ms steps (<workdir>/pretrain), then moved to 1 ms steps (same physical time constants, the step's gains
+    corrected by hybridjax.models.step_conversion) and fine-tuned there over 100 ms windows (100 scanned
+    steps, labels at 100 Hz) with eval-mode BatchNorm (``freeze_batch_norm``).
+    Hardware and time: 2 CPU cores; 14 min 15 s from a fresh clone with an empty cache, install and data
+    generation included, while another benchmark held part of the machine (load 3-4.5; 1047 CPU-s, peak
+    4.5 GB).
     Expected (measured, every test window of the split: 158 of camera 3, first 100 ms, px of the 256 crop,
-    [95% bootstrap interval]): hybrid 10.17 [9.64, 10.71], ANN at every label 9.16 [8.34, 10.08], ANN held
-    10.04 [9.19, 11.00], SNN alone 47.87, pure SNN 59.98; paired hybrid - held +0.13 [-0.52, +0.67]; 3-D
-    (channels 2 + 3) hybrid 158 mm, ANN 139 mm; hybrid power 3.8 mW vs 363 mW for the ANN at 1 kHz (paper
-    energy model). Pre-training validation at 10 ms: ANN 9.86, pure SNN 23.06, hybrid 9.66 px.
+    [95% bootstrap interval]): hybrid 9.13 [8.49, 9.81], ANN at every label 9.16 [8.34, 10.08], ANN held
+    10.04 [9.19, 11.00], SNN alone 40.44, pure SNN 29.59; paired hybrid - held -0.91 [-1.26, -0.60]; 3-D
+    (channels 2 + 3) hybrid 139.2 mm, ANN held 150.6 mm; hybrid power 4.0 mW vs 363 mW for the ANN at 1 kHz
+    (paper energy model). Pre-training validation at 10 ms: ANN 9.86, pure SNN 23.06, hybrid 9.19 px.
     Departures from the official recipe, all for a CPU-sized run: smaller widths and pooled inputs; the SNN
     head starts at zero (``hybrid_zero_head``: the hybrid begins as the ANN held over the window); no
     membrane-potential loss term (``membrane_loss_weight=0``: at the official 0.05 it was ~25x the output MSE
-    here and the output loss did not fall within a short run); 10 ms pre-training. The ``paper`` preset keeps
-    the official recipe.
+    here and the output loss did not fall within a short run); output decay 0.9 per 10 ms (official 0.8); 10 ms
+    pre-training with eval-mode BatchNorm in the 1 ms fine-tuning. The ``paper`` preset keeps the official
+    recipe.
     """
     return TrainConfig(
         dataset="synthetic",
