@@ -1,7 +1,7 @@
 """Train the hybrid ANN-SNN: ann -> snn -> hybrid, then write the evaluation report.
 
-The main job (synthetic DHP19, SNN at 1 ms steps after 10 ms pre-training; 2 CPU cores: 14 min 15 s from a fresh
-clone incl. install and data generation at load 3-4.5, 1047 CPU-s; hybrid 9.13 px, ANN every label 9.16, ANN held
+The main job (synthetic DHP19, SNN at 1 ms steps after 10 ms pre-training; 2 CPU cores: 10 min 38 s from a fresh
+clone incl. install and data generation on the quiet machine, 1032 CPU-s; hybrid 9.13 px, ANN every label 9.16, ANN held
 10.04, SNN alone 40.44, pure SNN 29.59 over the 158 camera-3 test windows, intervals in the README)::
 
     python experiments/train.py
