@@ -76,7 +76,7 @@ def fresh_state(config: TrainConfig, stage: str, num_devices: int = 1) -> TrainS
         downsample=config.data.downsample, output_loss_weight=config.output_loss_weight,
         membrane_loss_weight=config.membrane_loss_weight, axis_name="batch" if num_devices > 1 else None,
         ann_augment_shift=config.ann_augment_shift if stage == "ann" else None,
-        freeze_batch_norm=sc.freeze_batch_norm and stage != "ann",
+        freeze_batch_norm=sc.freeze_batch_norm,
     )
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), record.seed_index)
     height, width = input_hw(config)
@@ -137,8 +137,9 @@ def warm_start_state(config: TrainConfig, stage: str, num_devices: int, log=prin
     state = fresh_state(config, stage, num_devices)
     from_ms, to_ms = trained_step_ms(source, stage, step), config.model.step_ms
     params = dict(trained.params)
-    params["snn"] = convert_step_length(params["snn"], config.model, from_ms, to_ms, pure_snn=stage == "snn")
-    spike_gain, head_gain = step_gains(config.model, from_ms, to_ms, pure_snn=stage == "snn")
+    pure_snn = stage_lib.stage(stage).pure_snn
+    params["snn"] = convert_step_length(params["snn"], config.model, from_ms, to_ms, pure_snn=pure_snn)
+    spike_gain, head_gain = step_gains(config.model, from_ms, to_ms, pure_snn=pure_snn)
     log(f"{stage}: fine-tuning at {to_ms:g} ms steps from {stage_dir(source, stage)} step {step} (trained at "
         f"{from_ms:g} ms; spike gain {spike_gain:.4g}, head gain {head_gain:.4g}, hybridjax.models.step_conversion)")
     return TrainState.create(model=state.model, tx=state.tx, settings=state.settings, params=params,

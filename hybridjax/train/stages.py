@@ -57,6 +57,7 @@ class Stage:
     requires: tuple[str, ...] = ()  # stages whose checkpoints must exist before this one starts
     # (config, fresh state, restore, log) -> the state training starts from; None: the fresh state
     warm_start: Callable | None = None
+    pure_snn: bool = False  # trains the pure SNN (read-out: BatchNorm + leaky integrator), not a hybrid head
 
     @property
     def reads_events(self) -> bool:
@@ -155,7 +156,7 @@ STAGES: dict[str, Stage] = {
         dummy_inputs=frame_inputs,
     ),
     "snn": Stage(
-        name="snn", seed_index=1, model=SNNModel, train_fields=_SEQUENCE, eval_fields=_SEQUENCE,
+        name="snn", seed_index=1, model=SNNModel, pure_snn=True, train_fields=_SEQUENCE, eval_fields=_SEQUENCE,
         train_step=steps.snn_train_step, eval_step=steps.snn_eval_step, dummy_inputs=event_inputs,
         warm_start=snn_warm_start,
     ),
