@@ -27,11 +27,12 @@ import time
 import tyro
 
 from hybridjax.bench import conv_ceiling, device_description, peak_rss_mb
+from hybridjax.bench.baselines import check_baseline
 from hybridjax.bench.long_window import sweep
 from hybridjax.bench.streaming import data_throughput, streaming_latency
 from hybridjax.bench.suite import SUITES, run_suite
 from hybridjax.bench.training import benchmark_train_step
-from hybridjax.bench.versus_torch import check_baseline, compare_with_torch
+from hybridjax.bench.versus_torch import compare_with_torch
 from hybridjax.cli import run_cli
 from hybridjax.errors import ConfigError
 from hybridjax.models import ModelConfig

@@ -28,6 +28,7 @@ import time
 
 import tyro
 
+from hybridjax.bench.baselines import check_baseline
 from hybridjax.errors import ConfigError
 
 # The PyTorch baseline lives outside the package (benchmarks/), beside this script's parent folder.
@@ -52,25 +53,15 @@ class TorchBenchmarkConfig:
     # used by experiments/benchmark.py --torch-python to alternate PyTorch and hybridjax steps
 
 
-BASELINES = ("port", "official")
-
-
 def warm_step(cfg: TorchBenchmarkConfig):
     """The chosen baseline's ``timed_step() -> (wall_s, cpu_s, loss)``, built and warmed up."""
     if cfg.baseline == "official":
         from official_baseline import warm_official_step
 
-        return warm_official_step(_official_repo(cfg), cfg.resolution, cfg.batch_size, cfg.num_steps, cfg.threads)
+        return warm_official_step(cfg.official_repo, cfg.resolution, cfg.batch_size, cfg.num_steps, cfg.threads)
     from torch_baseline import warm_hybrid_step
 
     return warm_hybrid_step(cfg.resolution, cfg.batch_size, cfg.num_steps, cfg.threads)
-
-
-def _official_repo(cfg: TorchBenchmarkConfig) -> str:
-    if cfg.official_repo is None:
-        raise ConfigError("--baseline official needs --official-repo PATH (a checkout of "
-                          "https://github.com/uzh-rpg/hybrid_ann_snn)")
-    return cfg.official_repo
 
 
 def run(cfg: TorchBenchmarkConfig, log=print) -> dict:
@@ -99,7 +90,7 @@ def check_port(cfg: TorchBenchmarkConfig, log=print) -> dict:
     result = {}
     for dtype in (torch.float32, torch.float64):
         check = result[str(dtype).removeprefix("torch.")] = check_against_port(
-            _official_repo(cfg), cfg.resolution, cfg.batch_size, cfg.num_steps, dtype=dtype)
+            cfg.official_repo, cfg.resolution, cfg.batch_size, cfg.num_steps, dtype=dtype)
         log(f"{check['dtype']} {cfg.resolution}x{cfg.resolution} b{cfg.batch_size} T{cfg.num_steps}: loss official "
             f"{check['official']['loss']:.9g}, port {check['port']['loss']:.9g} (largest relative difference of "
             f"the loss terms {check['max_loss_rel_diff']:.1e}); gradients of {check['trained_tensors']} tensors: "
@@ -111,8 +102,7 @@ def check_port(cfg: TorchBenchmarkConfig, log=print) -> dict:
 
 def main() -> None:
     config = tyro.cli(TorchBenchmarkConfig)
-    if config.baseline not in BASELINES:
-        raise ConfigError(f"--baseline {config.baseline!r}: choose one of {', '.join(BASELINES)}")
+    check_baseline(config.baseline, config.official_repo, flag="--baseline")
     if config.check_port:
         if config.baseline != "official":
             raise ConfigError("--check-port compares the official step with the port: add --baseline official")

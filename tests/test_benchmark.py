@@ -184,7 +184,7 @@ def test_comparison_with_torch_names_the_interpreter_that_failed(tmp_path):
 
 
 def _fake_official_checkout(root):
-    from hybridjax.bench.versus_torch import OFFICIAL_FILES
+    from hybridjax.bench.baselines import OFFICIAL_FILES
 
     for name in OFFICIAL_FILES:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -193,7 +193,7 @@ def _fake_official_checkout(root):
 
 
 def test_official_baseline_settings_fail_with_one_line_naming_the_setting(tmp_path):
-    from hybridjax.bench.versus_torch import BaselineError, check_baseline
+    from hybridjax.bench.baselines import BaselineError, check_baseline
     from hybridjax.errors import UserError
 
     assert issubclass(BaselineError, UserError)  # run_cli prints it as one line, no traceback
@@ -226,7 +226,8 @@ def test_benchmark_checks_the_official_repo_before_compiling(tmp_path, experimen
 
 
 def test_server_gets_the_official_baseline_and_reports_its_own_error_in_one_line(tmp_path):
-    from hybridjax.bench.versus_torch import BaselineError, TorchStepServer
+    from hybridjax.bench.baselines import BaselineError
+    from hybridjax.bench.versus_torch import TorchStepServer
 
     fake = tmp_path / "fake_python"
     fake.write_text(FAKE_TORCH_SERVER)

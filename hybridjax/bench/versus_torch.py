@@ -21,40 +21,13 @@ import time
 
 import jax
 
+from hybridjax.bench.baselines import BaselineError, check_baseline
 from hybridjax.bench.training import benchmark_state, synthetic_batch
 from hybridjax.cli import USAGE_ERROR
-from hybridjax.errors import ConfigError
 from hybridjax.models import ModelConfig
 from hybridjax.train.stages import stage
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-BASELINES = ("port", "official")  # benchmarks/torch_baseline.py, or the official code (benchmarks/official_baseline.py)
-# Files of an official checkout that the official baseline (benchmarks/official_baseline.py) reads.
-OFFICIAL_FILES = ("models/hybrid_cnn_snn.py", "models/neurons.py", "torch_utils/network_initialization.py",
-                  "configs/hybrid_cnn_snn_config.ini")
-
-
-class BaselineError(ConfigError, RuntimeError):
-    """The PyTorch baseline cannot start with these settings (the message names the setting or the interpreter)."""
-
-
-def check_baseline(baseline: str, official_repo: str | None) -> None:
-    """:class:`BaselineError` for an unknown baseline, or an official baseline without a usable checkout."""
-    if baseline not in BASELINES:
-        raise BaselineError(f"--torch-baseline {baseline!r}: choose one of {', '.join(BASELINES)}")
-    if baseline != "official":
-        if official_repo is not None:
-            raise BaselineError("--official-repo is only read with --torch-baseline official")
-        return
-    if official_repo is None:
-        raise BaselineError("--torch-baseline official needs --official-repo PATH (a checkout of "
-                            "https://github.com/uzh-rpg/hybrid_ann_snn)")
-    missing = [name for name in OFFICIAL_FILES if not (pathlib.Path(official_repo) / name).is_file()]
-    if missing:
-        raise BaselineError(f"--official-repo {official_repo}: not a checkout of uzh-rpg/hybrid_ann_snn "
-                            f"(missing {', '.join(missing)})")
-
-
 class TorchStepServer:
     """A PyTorch baseline process that times one hybrid step per request (see ``serve_timed_steps``)."""
 
@@ -143,4 +116,4 @@ def compare_with_torch(cfg: ModelConfig, *, torch_python: str, resolution: int, 
     return result
 
 
-__all__ = ["BASELINES", "BaselineError", "TorchStepServer", "check_baseline", "compare_with_torch"]
+__all__ = ["TorchStepServer", "compare_with_torch"]
