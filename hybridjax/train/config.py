@@ -298,8 +298,9 @@ def tiny_preset() -> TrainConfig:
     10 ms steps (<workdir>/pretrain), then moved to 1 ms steps (same physical time constants, the step's gains
     corrected by hybridjax.models.step_conversion) and fine-tuned there over 100 ms windows (100 scanned
     steps, labels at 100 Hz) with eval-mode BatchNorm (``freeze_batch_norm``).
-    Hardware and time: 2 CPU cores; 10 min 38 s from a fresh clone with an empty cache on the quiet machine,
-    install and data generation included (1032 CPU-s, peak 4.6 GB; 14 min 15 s at load 3-4.5 from another job).
+    Hardware and time: 2 CPU cores; 10 min 38 s and 11 min 04 s (two runs) from a fresh clone with an empty
+    cache on the quiet machine, install and data generation included (1032-1076 CPU-s, peak 4.6 GB; 14 min 15 s
+    at load 3-4.5 from another job).
     Expected (measured, every test window of the split: 158 of camera 3, first 100 ms, px of the 256 crop,
     [95% bootstrap interval]): hybrid 9.13 [8.49, 9.81], ANN at every label 9.16 [8.34, 10.08], ANN held
     10.04 [9.19, 11.00], SNN alone 40.44, pure SNN 29.59; paired hybrid - held -0.91 [-1.26, -0.60]; 3-D
